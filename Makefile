@@ -1,0 +1,48 @@
+# Thin wrappers: the logic lives in hack/ and the Python package.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: all deps venv cluster-bins cluster test test-fast lint crds bench bench-detection demo clean
+
+all: test
+
+deps:
+	@bash hack/install-deps.sh
+
+venv:
+	@VENV=$(VENV) bash hack/venv.sh
+
+cluster-bins:
+	@bash hack/k8s/build.sh
+
+## Start the local control plane (etcd + kube-apiserver + kube-controller-manager) for manual use.
+cluster: deps venv cluster-bins
+	$(PY) -m lossgate.devenv.cluster
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## The whole test suite, real API server and real Prometheus included.
+test: deps venv cluster-bins lint
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest tests/unit
+
+crds: venv
+	$(PY) -m lossgate.model.crdgen
+
+bench: bench-detection
+
+bench-detection: venv
+	$(PY) bench/detection.py
+
+demo: deps venv cluster-bins
+	$(VENV)/bin/lossgate demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

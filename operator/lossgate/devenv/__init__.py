@@ -1,0 +1,1 @@
+"""Local development environment: a real control plane and Prometheus on loopback (tests, demo)."""

@@ -1,0 +1,67 @@
+"""Small Protocols the reconciler depends on; adapters implement them.
+
+Adapters return classified problems as data (`Problem`) instead of raising, so the
+reconciler can turn each into a condition without guessing from exception types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
+
+
+class MetricsErrorKind(StrEnum):
+    UNAVAILABLE = "Unavailable"  # connection refused, 5xx, timeout: not a regression
+    NO_DATA = "NoData"  # the query ran but matched no series
+    BAD_QUERY = "BadQuery"  # 4xx: the template or label values are wrong (user error)
+    PARTIAL = "Partial"  # one arm has data, the other none
+
+
+class RouterErrorKind(StrEnum):
+    NOT_FOUND = "RouteNotFound"  # the HTTPRoute / VirtualService / Deployment does not exist
+    BACKEND_NOT_FOUND = "BackendNotFound"  # the route has no backend for the baseline service
+    CRD_MISSING = "CRDNotInstalled"  # Gateway API or Istio is not installed in the cluster
+    FORBIDDEN = "Forbidden"  # RBAC denies the operator
+    CONFLICT = "Conflict"  # still conflicting after bounded retries
+    UNAVAILABLE = "Unavailable"  # API server unreachable / 5xx
+    INVALID = "Invalid"  # the reference itself is wrong (rule index out of range, ...)
+
+
+@dataclass(frozen=True)
+class LossSeriesRef:
+    """Which serving metrics to read for one rollout (small reference, not the whole CR)."""
+
+    namespace: str
+    model: str
+    baseline_version: str
+    canary_version: str
+    metric: str = "model_prediction_loss"
+    # Optional user PromQL templates ({model}, {version} placeholders, values escaped).
+    count_template: str | None = None
+    sum_template: str | None = None
+    sumsq_template: str | None = None
+    tail_template: str | None = None
+
+
+class MetricsSource(Protocol):
+    def loss_intervals(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[IntervalStats] | Problem: ...
+
+    def training_run(
+        self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
+    ) -> TrainingRun | Problem: ...
+
+
+class TrafficRouter(Protocol):
+    def get_weights(self) -> Weights | Problem: ...
+
+    def set_weights(self, weights: Weights) -> Weights | Problem: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...

@@ -1,0 +1,1 @@
+"""lossgate.reconcile."""
