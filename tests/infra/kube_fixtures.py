@@ -25,7 +25,7 @@ class Kube:
     def kubeconfig(self) -> Path:
         return self.plane.kubeconfig
 
-    def kubectl(self, *args: str, input: str | None = None, kubeconfig: Path | None = None):  # noqa: ANN201
+    def kubectl(self, *args: str, input: str | None = None, kubeconfig: Path | None = None):
         return self.plane.kubectl(*args, input=input, kubeconfig=kubeconfig)
 
     def client_for_token(self, token: str) -> client.ApiClient:

@@ -3,6 +3,8 @@ optimistic concurrency, controllers and RBAC all behave as in a cluster (a fake 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -35,7 +37,10 @@ CRD = {
                                 "type": "object",
                                 "properties": {"low": {"type": "integer"}, "high": {"type": "integer"}},
                                 "x-kubernetes-validations": [
-                                    {"rule": "self.low < self.high", "message": "spec.low must be below spec.high"}
+                                    {
+                                        "rule": "self.low < self.high",
+                                        "message": "spec.low must be below spec.high",
+                                    }
                                 ],
                             },
                             "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
@@ -61,8 +66,12 @@ def widget_crd(kube: Kube) -> None:
 
 
 def widget(name: str, low: int, high: int) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Widget", "metadata": {"name": name},
-            "spec": {"low": low, "high": high}}  # fmt: skip
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"low": low, "high": high},
+    }
 
 
 def test_server_reports_the_built_version(kube: Kube) -> None:
@@ -87,7 +96,9 @@ def test_status_subresource_and_optimistic_concurrency(kube: Kube, widget_crd: N
     # Given a valid object
     created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, widget("ok", 1, 5))
     # When status is patched through the subresource
-    api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "ok", {"status": {"phase": "Ready"}})
+    api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "ok", {"status": {"phase": "Ready"}}
+    )
     # Then status is stored and spec is untouched, and a spec change through /status is ignored
     api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "ok", {"spec": {"high": 9}})
     got = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "ok")
@@ -104,17 +115,23 @@ def test_controller_manager_creates_replicasets(kube: Kube, namespace: str) -> N
     apps = client.AppsV1Api(kube.api_client)
     labels = {"app": "probe"}
     # Given a Deployment of 2 replicas
-    apps.create_namespaced_deployment(namespace, client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="probe"),
-        spec=client.V1DeploymentSpec(
-            replicas=2,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="registry.invalid/none:1")]),
+    apps.create_namespaced_deployment(
+        namespace,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name="probe"),
+            spec=client.V1DeploymentSpec(
+                replicas=2,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels),
+                    spec=client.V1PodSpec(
+                        containers=[client.V1Container(name="c", image="registry.invalid/none:1")]
+                    ),
+                ),
             ),
         ),
-    ))  # fmt: skip
+    )
+
     # Then kube-controller-manager's deployment controller makes a ReplicaSet owned by it, with 2 replicas
     def replicaset() -> bool:
         items = apps.list_namespaced_replica_set(namespace).items
@@ -134,13 +151,26 @@ def test_rbac_forbids_a_token_without_permissions(kube: Kube, namespace: str) ->
         client.CoreV1Api(nobody).list_namespaced_config_map(namespace)
     # Then RBAC answers 403 naming the user
     assert err.value.status == 403
-    assert 'User "nobody" cannot list resource "configmaps"' in err.value.body
+    assert json.loads(err.value.body)["reason"] == "Forbidden"
+    assert 'User "nobody" cannot list resource "configmaps"' in json.loads(err.value.body)["message"]
     # And once a Role and RoleBinding grant it, the same call succeeds
     rbac = client.RbacAuthorizationV1Api(kube.api_client)
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "cm-reader"}, "rules": [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]})  # fmt: skip
-    rbac.create_namespaced_role_binding(namespace, {"metadata": {"name": "cm-reader"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
-        "subjects": [{"kind": "User", "name": "nobody", "apiGroup": "rbac.authorization.k8s.io"}]})  # fmt: skip
-    wait_until(lambda: client.CoreV1Api(nobody).list_namespaced_config_map(namespace) is not None, 10, "grant")
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "cm-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "cm-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
+            "subjects": [{"kind": "User", "name": "nobody", "apiGroup": "rbac.authorization.k8s.io"}],
+        },
+    )
+    wait_until(
+        lambda: client.CoreV1Api(nobody).list_namespaced_config_map(namespace) is not None, 10, "grant"
+    )
     nobody.close()

@@ -39,7 +39,11 @@ def test_backfilled_openmetrics_is_returned_by_range_query(prometheus: Prometheu
     prometheus.backfill("\n".join(lines) + "\n")
     # When a range query asks for them at the same step
     data = prometheus.api(
-        "query_range", query='backfilled_requests_total{model="m"}', start=str(t0), end=str(t0 + 29 * 60), step="60"
+        "query_range",
+        query='backfilled_requests_total{model="m"}',
+        start=str(t0),
+        end=str(t0 + 29 * 60),
+        step="60",
     )
     # Then every sample comes back exactly
     (series,) = data["result"]

@@ -23,7 +23,9 @@ def main() -> int:
     print(f"Kubernetes {v} is up at {plane.server_url}")
     print(f"  export KUBECONFIG={plane.kubeconfig}")
     print(f"  {k8s_bin_dir() / 'kubectl'} get namespaces")
-    print("Ctrl-C stops it (no kubelet: Deployments get ReplicaSets and Pods, no containers run).", flush=True)
+    print(
+        "Ctrl-C stops it (no kubelet: Deployments get ReplicaSets and Pods, no containers run).", flush=True
+    )
     stop.wait()
     plane.cleanup()
     return 0

@@ -62,47 +62,79 @@ class ControlPlane:
 
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        etcd = self._spawn("etcd", [
-            str(self.bin_dir / "etcd"), "--name=default", f"--data-dir={d / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync", "--log-level=warn", "--listen-metrics-urls=",
-        ])  # fmt: skip
+        etcd = self._spawn(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name=default",
+                f"--data-dir={d / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+                "--listen-metrics-urls=",
+            ],
+        )
         wait_until(lambda: _http_ok(f"{etcd_url}/health"), 60, "etcd /health", etcd)
 
         self.server_url = f"https://127.0.0.1:{api_port}"
-        api = self._spawn("kube-apiserver", [
-            str(self.bin_dir / "kube-apiserver"), f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
-            f"--cert-dir={d / 'pki'}", f"--tls-cert-file={pki.serving_cert}",
-            f"--tls-private-key-file={pki.serving_key}", f"--client-ca-file={pki.ca_cert}",
-            f"--token-auth-file={d / 'tokens.csv'}", "--authorization-mode=RBAC",
-            "--anonymous-auth=false",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
-            "--service-cluster-ip-range=10.0.0.0/24", "--enable-priority-and-fairness=false",
-            "--profiling=false", "--v=1",
-        ])  # fmt: skip
+        api = self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={d / 'pki'}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--token-auth-file={d / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--anonymous-auth=false",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         wait_until(self._ready, 180, "kube-apiserver /readyz", api, interval=0.5)
         self.kubeconfig = self.write_kubeconfig(d / "kubeconfig", ADMIN_USER, self.admin_token)
 
         if controller_manager:
             kcm_cfg = self.write_kubeconfig(d / "kcm.kubeconfig", "kcm", kcm_token)
-            kcm = self._spawn("kube-controller-manager", [
-                str(self.bin_dir / "kube-controller-manager"), f"--kubeconfig={kcm_cfg}",
-                "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
-                f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
-                "--controllers=*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,"
-                "-persistentvolume-expander,-cloud-node-lifecycle,-service-lb-controller,-route",
-                "--concurrent-deployment-syncs=2", "--concurrent-replicaset-syncs=2", "--v=1",
-            ])  # fmt: skip
+            kcm = self._spawn(
+                "kube-controller-manager",
+                [
+                    str(self.bin_dir / "kube-controller-manager"),
+                    f"--kubeconfig={kcm_cfg}",
+                    "--bind-address=127.0.0.1",
+                    "--secure-port=0",
+                    "--leader-elect=false",
+                    f"--service-account-private-key-file={pki.sa_key}",
+                    f"--root-ca-file={pki.ca_cert}",
+                    "--controllers=*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,"
+                    "-persistentvolume-expander,-cloud-node-lifecycle,-service-lb-controller,-route",
+                    "--concurrent-deployment-syncs=2",
+                    "--concurrent-replicaset-syncs=2",
+                    "--v=1",
+                ],
+            )
             # Ready when the serviceaccount controller has made the "default" SA in "default".
             wait_until(
                 lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default").returncode == 0,
-                120, "kube-controller-manager (default ServiceAccount)", kcm, interval=0.5,
-            )  # fmt: skip
+                120,
+                "kube-controller-manager (default ServiceAccount)",
+                kcm,
+                interval=0.5,
+            )
 
     def _spawn(self, name: str, argv: list[str]) -> Server:
         srv = Server(name, argv, self.workdir / f"{name}.log")
@@ -122,7 +154,10 @@ class ControlPlane:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "local", "cluster": {"server": self.server_url, "certificate-authority": str(self.ca_cert)}}
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server_url, "certificate-authority": str(self.ca_cert)},
+                }
             ],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
@@ -131,12 +166,17 @@ class ControlPlane:
         path.write_text(json.dumps(cfg, indent=2))  # JSON is valid YAML
         return path
 
-    def kubectl(self, *args: str, input: str | None = None, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cfg = kubeconfig or self.kubeconfig
         return subprocess.run(
             [str(self.bin_dir / "kubectl"), f"--kubeconfig={cfg}", *args],
-            input=input, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def version(self) -> dict[str, str]:
         out = self.kubectl("version", "-o", "json")

@@ -43,7 +43,7 @@ class Server:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded at spawn time
+            preexec_fn=_die_with_parent,
         )
 
     def alive(self) -> bool:

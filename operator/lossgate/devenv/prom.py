@@ -45,13 +45,17 @@ class Prometheus:
 
     @classmethod
     def start(cls, workdir: Path | None = None, scrape_interval: str = "1s", port: int = 0) -> Prometheus:
-        p = cls(Path(workdir or tempfile.mkdtemp(prefix="lossgate-prom-")), scrape_interval, port or free_port())
+        p = cls(
+            Path(workdir or tempfile.mkdtemp(prefix="lossgate-prom-")), scrape_interval, port or free_port()
+        )
         (p.workdir / "sd").mkdir(parents=True, exist_ok=True)
         for job in p._targets:
             p._write_sd(job)
         secs = float(scrape_interval.rstrip("s"))
         (p.workdir / "prometheus.yml").write_text(
-            _CONFIG.format(interval=scrape_interval, timeout=f"{int(max(secs * 0.8, 0.5) * 1000)}ms", sd=p.workdir / "sd")
+            _CONFIG.format(
+                interval=scrape_interval, timeout=f"{int(max(secs * 0.8, 0.5) * 1000)}ms", sd=p.workdir / "sd"
+            )
         )
         p._launch()
         return p
@@ -61,11 +65,19 @@ class Prometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def _launch(self) -> None:
-        self.server = Server("prometheus", [
-            _binary("prometheus"), f"--config.file={self.workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle", "--storage.tsdb.retention.time=30d", "--log.level=warn",
-        ], self.workdir / "prometheus.log")  # fmt: skip
+        self.server = Server(
+            "prometheus",
+            [
+                _binary("prometheus"),
+                f"--config.file={self.workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--storage.tsdb.retention.time=30d",
+                "--log.level=warn",
+            ],
+            self.workdir / "prometheus.log",
+        )
         wait_until(lambda: _get(f"{self.url}/-/ready") is not None, 60, "prometheus /-/ready", self.server)
 
     def stop(self) -> None:
@@ -83,7 +95,9 @@ class Prometheus:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # Scrape targets -----------------------------------------------------------------------------
-    def add_target(self, address: str, labels: dict[str, str] | None = None, honor_labels: bool = False) -> None:
+    def add_target(
+        self, address: str, labels: dict[str, str] | None = None, honor_labels: bool = False
+    ) -> None:
         job = "honor" if honor_labels else "targets"
         self._targets[job].append({"targets": [address], "labels": dict(labels or {})})
         self._write_sd(job)
@@ -116,9 +130,17 @@ class Prometheus:
         text = openmetrics if openmetrics.rstrip().endswith("# EOF") else openmetrics.rstrip() + "\n# EOF\n"
         src.write_text(text)
         out = subprocess.run(
-            [_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(src), str(self.workdir / "data")],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                _binary("promtool"),
+                "tsdb",
+                "create-blocks-from",
+                "openmetrics",
+                str(src),
+                str(self.workdir / "data"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"promtool backfill failed: {out.stderr.strip() or out.stdout.strip()}")
         self.restart()
@@ -150,9 +172,15 @@ class Pushgateway:
     @classmethod
     def start(cls, workdir: Path | None = None) -> Pushgateway:
         g = cls(Path(workdir or tempfile.mkdtemp(prefix="lossgate-pgw-")), free_port())
-        g.server = Server("pushgateway", [
-            _binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{g.port}", "--log.level=warn",
-        ], g.workdir / "pushgateway.log")  # fmt: skip
+        g.server = Server(
+            "pushgateway",
+            [
+                _binary("prometheus-pushgateway"),
+                f"--web.listen-address=127.0.0.1:{g.port}",
+                "--log.level=warn",
+            ],
+            g.workdir / "pushgateway.log",
+        )
         wait_until(lambda: _get(f"{g.url}/-/ready") is not None, 30, "pushgateway /-/ready", g.server)
         return g
 

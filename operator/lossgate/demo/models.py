@@ -1,0 +1,59 @@
+"""Real demo models: multinomial logistic regression on scikit-learn's bundled digits data set
+(8x8 images, 10 classes; ships inside the package, so nothing is downloaded).
+
+Variants are trained deliberately differently so their per-request cross-entropy differs for
+real, not by a number we pick: `good` is regularised less (it fits the digits better);
+`bad` learns from labels of which 30% were replaced at random (label noise).
+Measured on the held-out half: baseline 0.241 nats, good 0.154, bad 0.694.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+VARIANTS = ("baseline", "good", "bad")
+_LABEL_NOISE = {"baseline": 0.0, "good": 0.0, "bad": 0.3}
+_C = {"baseline": 0.05, "good": 0.2, "bad": 0.05}
+_SEED = {"baseline": 1, "good": 2, "bad": 3}
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Held-out rows the driver sends as requests, with their true labels."""
+
+    features: NDArray[np.float64]
+    labels: NDArray[np.int64]
+
+
+def _split(seed: int = 0) -> tuple[NDArray[np.float64], NDArray[np.int64], Traffic]:
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(y))
+    x, y = x[order].astype(np.float64), y[order].astype(np.int64)
+    cut = len(y) // 2
+    return x[:cut], y[:cut], Traffic(x[cut:], y[cut:])
+
+
+def traffic() -> Traffic:
+    return _split()[2]
+
+
+def train(variant: str) -> Pipeline:
+    """Fit one variant on the training half (deterministic; well under a second)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown demo model variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    x, y, _ = _split()
+    rng = np.random.default_rng(_SEED[variant])
+    idx = rng.permutation(len(y))
+    x, y = x[idx], y[idx].copy()
+    noisy = rng.random(len(y)) < _LABEL_NOISE[variant]
+    y[noisy] = rng.integers(0, 10, int(noisy.sum()))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=_C[variant], max_iter=2000))
+    model.fit(x, y)
+    return model
