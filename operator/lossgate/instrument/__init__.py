@@ -1,1 +1,22 @@
-"""lossgate.instrument."""
+"""lossgate.instrument: helpers for model servers and training jobs to export what the operator reads.
+
+Independent of the operator (import-linter checks it): depends on prometheus_client and numpy only.
+See docs/metrics.md for metric names, labels, buckets and the PromQL the operator runs.
+"""
+
+from lossgate.instrument.buckets import CATASTROPHIC_LOSS, LOSS_BUCKETS, MAX_LOSS, PROB_FLOOR
+from lossgate.instrument.losses import cross_entropy, log_probs
+from lossgate.instrument.serving import LossRecorder
+from lossgate.instrument.training import TRAINING_METRICS, TrainingExporter
+
+__all__ = [
+    "CATASTROPHIC_LOSS",
+    "LOSS_BUCKETS",
+    "MAX_LOSS",
+    "PROB_FLOOR",
+    "TRAINING_METRICS",
+    "LossRecorder",
+    "TrainingExporter",
+    "cross_entropy",
+    "log_probs",
+]

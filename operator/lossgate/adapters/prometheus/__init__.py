@@ -1,0 +1,73 @@
+"""Prometheus as the operator's MetricsSource.
+
+    metrics = PrometheusMetrics(PrometheusConfig("http://prometheus.monitoring:9090", bearer_token=token))
+    intervals = await asyncio.to_thread(metrics.loss_intervals, ref, start, end, 30.0)
+    if isinstance(intervals, Problem): ...       # Unavailable / NoData / BadQuery / Partial
+
+Synchronous (blocking HTTP): call it off the event loop. Thread-safe. Never raises across the port.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from lossgate.adapters.prometheus.client import PromClient, PrometheusConfig, QueryFailed
+from lossgate.adapters.prometheus.loss import LossReader
+from lossgate.adapters.prometheus.promql import TemplateError, escape_label_value, quote
+from lossgate.adapters.prometheus.training import TrainingReader
+from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
+from lossgate.ports import LossSeriesRef, MetricsErrorKind
+
+__all__ = [
+    "PromClient",
+    "PrometheusConfig",
+    "PrometheusMetrics",
+    "TemplateError",
+    "escape_label_value",
+    "quote",
+]
+
+
+class PrometheusMetrics:
+    """Implements lossgate.ports.MetricsSource against one Prometheus server."""
+
+    def __init__(self, config: PrometheusConfig, client: PromClient | None = None) -> None:
+        self.config = config
+        self.client = client or PromClient(config)
+        self._loss = LossReader(self.client, config)
+        self._training = TrainingReader(self.client)
+
+    def loss_intervals(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[IntervalStats] | Problem:
+        """Per aligned interval [start + k*interval, start + (k+1)*interval) ending at or before `end`:
+        each arm's (n, sum, sumsq, tail) of per-request loss. [] while no interval has closed."""
+        try:
+            return self._loss.read(ref, start, end, interval_s)
+        except QueryFailed as failed:
+            return failed.problem
+        except Exception as err:
+            return _internal(err)
+
+    def training_run(
+        self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
+    ) -> TrainingRun | Problem:
+        """The run's per-rank training series over [start, end] sampled every step_s, and the latest
+        validation loss of the run (and of the baseline run, when given)."""
+        try:
+            return self._training.read(run, baseline_run, start, end, step_s)
+        except QueryFailed as failed:
+            return failed.problem
+        except Exception as err:
+            return _internal(err)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _internal(err: Exception) -> Problem:
+    return Problem(
+        MetricsErrorKind.UNAVAILABLE.value,
+        f"internal error in the Prometheus adapter ({type(err).__name__}: {err}); please report it",
+        {"reason": "InternalError", "exception": type(err).__name__},
+    )
