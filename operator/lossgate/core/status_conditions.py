@@ -1,0 +1,80 @@
+"""The conditions decide() owns (Progressing, MetricsAvailable, TrainingHealthy, Promoted, RolledBack).
+
+Conditions of other types (SpecValid, RouterReady, written by the reconciler) are left untouched, and
+lastTransitionTime moves only when a condition's status flips (lossgate.model.set_condition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from lossgate.core.decision import DecisionKind
+from lossgate.core.verdicts import HealthVerdict
+from lossgate.model.conditions import Condition, ConditionStatus, ConditionType, Reason, set_condition
+from lossgate.model.status import TERMINAL_PHASES, Phase
+
+T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+
+
+@dataclass(frozen=True)
+class TickFacts:
+    """What the conditions are derived from."""
+
+    phase: Phase
+    kind: DecisionKind
+    reason: str
+    message: str
+    reset: bool  # first tick of this rollout (fresh object or restart)
+    metrics_available: bool
+    metrics_message: str
+    health: HealthVerdict | None  # None: the training run does not gate this rollout
+    health_message: str
+    now: datetime
+    generation: int
+
+
+def conditions_after(prev: Sequence[Condition], f: TickFacts) -> list[Condition]:
+    out = list(prev)
+
+    def put(t: ConditionType, s: ConditionStatus, reason: str, message: str) -> None:
+        nonlocal out
+        out = set_condition(out, t, s, reason, message, f.now, f.generation)
+
+    if f.reset:
+        put(ConditionType.PROMOTED, F, Reason.NOT_PROMOTED, "")
+        put(ConditionType.ROLLED_BACK, F, Reason.NOT_ROLLED_BACK, "")
+    if f.kind is DecisionKind.IDLE:
+        return out
+
+    if f.phase in (Phase.PENDING, Phase.PROGRESSING):
+        put(ConditionType.PROGRESSING, T, f.reason, f.message)
+    elif f.phase is Phase.PAUSED:
+        put(ConditionType.PROGRESSING, F, Reason.PAUSED, f.message)
+    elif f.phase in TERMINAL_PHASES:
+        put(ConditionType.PROGRESSING, F, f.reason, f.message)
+
+    if f.metrics_available:
+        put(ConditionType.METRICS_AVAILABLE, T, Reason.METRICS_OK, "loss metrics readable")
+    else:
+        put(ConditionType.METRICS_AVAILABLE, F, Reason.METRICS_UNAVAILABLE, f.metrics_message)
+
+    if f.health is None:
+        put(ConditionType.TRAINING_HEALTHY, U, Reason.HEALTH_GATE_DISABLED,
+            "no spec.canary.trainingRun, or analysis.gradientHealth.enabled is false")  # fmt: skip
+    elif f.health is HealthVerdict.PASS:
+        put(ConditionType.TRAINING_HEALTHY, T, Reason.TRAINING_HEALTH_PASSED, f.health_message)
+    elif f.health is HealthVerdict.WARN:
+        put(ConditionType.TRAINING_HEALTHY, T, Reason.TRAINING_HEALTH_WARNING,
+            f"{f.health_message} (step quotas doubled while it warns)")  # fmt: skip
+    elif f.health is HealthVerdict.FAIL:
+        put(ConditionType.TRAINING_HEALTHY, F, Reason.TRAINING_UNHEALTHY, f.health_message)
+    else:
+        put(ConditionType.TRAINING_HEALTHY, U, Reason.TRAINING_METRICS_UNKNOWN, f.health_message)
+
+    if f.kind is DecisionKind.PROMOTE:
+        put(ConditionType.PROMOTED, T, f.reason, f.message)
+    elif f.kind is DecisionKind.ROLLBACK:
+        put(ConditionType.ROLLED_BACK, T, f.reason, f.message)
+    return out

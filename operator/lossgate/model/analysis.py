@@ -1,0 +1,199 @@
+"""spec.analysis: where the evidence comes from and how it is judged (see STATISTICS.md)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+
+from lossgate.model.base import ApiModel, cel, validations
+from lossgate.model.durations import Duration, PositiveDuration
+
+DEFAULT_LOSS_METRIC = "model_prediction_loss"
+METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # most object names
+
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=SECRET_KEY)]
+Query = Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+def _open_unit(v: float) -> float:
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"must be strictly between 0 and 1, got {v}")
+    return v
+
+
+def _positive(v: float) -> float:
+    if not v > 0.0:
+        raise ValueError(f"must be greater than 0 (nats of cross-entropy, e.g. 0.01), got {v}")
+    return v
+
+
+_ALPHA_RULE = cel(
+    "self > 0.0 && self < 1.0", "a significance level must be strictly between 0 and 1, e.g. 0.01"
+)
+Alpha = Annotated[float, AfterValidator(_open_unit), Field(json_schema_extra=validations(_ALPHA_RULE))]
+_MARGIN_RULE = cel("self > 0.0", "margin must be greater than 0 nats, e.g. 0.01")
+Margin = Annotated[float, AfterValidator(_positive), Field(json_schema_extra=validations(_MARGIN_RULE))]
+_RELATIVE_RULE = cel("self > 0.0 && self < 1.0", "relativeMargin must be strictly between 0 and 1, e.g. 0.02")
+RelativeMargin = Annotated[
+    float, AfterValidator(_open_unit), Field(json_schema_extra=validations(_RELATIVE_RULE))
+]
+
+
+class PromotionPolicy(StrEnum):
+    NO_REGRESSION = "NoRegression"  # promote after the last step's quotas with no regression shown
+    REQUIRE_NON_INFERIORITY = "RequireNonInferiority"  # promote only once "not worse" is shown
+
+
+class UnavailableAction(StrEnum):
+    HOLD = "Hold"
+    ROLLBACK = "Rollback"
+
+
+class SecretKeyRef(ApiModel):
+    name: ObjectName
+    key: SecretKey
+
+
+class BasicAuthSecretRef(ApiModel):
+    name: ObjectName
+    username_key: SecretKey = "username"
+    password_key: SecretKey = "password"
+
+
+class PrometheusSource(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!(has(self.bearerTokenSecretRef) && has(self.basicAuthSecretRef))",
+                "spec.analysis.prometheus: set bearerTokenSecretRef or basicAuthSecretRef, not both",
+            )
+        )
+    )
+
+    address: str = Field(
+        min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$", description="e.g. http://prometheus:9090"
+    )
+    bearer_token_secret_ref: SecretKeyRef | None = None
+    basic_auth_secret_ref: BasicAuthSecretRef | None = None
+    ca_secret_ref: SecretKeyRef | None = Field(default=None, description="CA bundle for https addresses.")
+    insecure_skip_verify: bool = False
+    timeout: PositiveDuration = Field(default="10s", validate_default=True)
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> PrometheusSource:
+        if self.bearer_token_secret_ref is not None and self.basic_auth_secret_ref is not None:
+            raise ValueError("set bearerTokenSecretRef or basicAuthSecretRef, not both")
+        return self
+
+
+class LossQueries(ApiModel):
+    """PromQL templates for users whose metrics are named differently.
+
+    Placeholders {model} and {version} are substituted with escaped label values.
+    """
+
+    count: Query = Field(description='Labelled predictions, e.g. sum(my_loss_count{model="{model}",...}).')
+    sum: Query = Field(description="Sum of per-request loss.")
+    sum_squares: Query = Field(description="Sum of squared per-request loss.")
+    tail: Query | None = Field(default=None, description="Predictions with loss above catastrophicThreshold.")
+
+
+class LossAnalysis(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.margin) != has(self.relativeMargin)",
+                "spec.analysis.loss: set exactly one of margin (nats) or relativeMargin (fraction)",
+            ),
+            cel(
+                "!(has(self.metric) && has(self.queries))",
+                "spec.analysis.loss: set metric or queries, not both",
+            ),
+        )
+    )
+
+    metric: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=METRIC_NAME,
+        description=f"Histogram base name of per-request loss (default {DEFAULT_LOSS_METRIC}).",
+    )
+    queries: LossQueries | None = None
+    margin: Margin | None = Field(default=None, description="Practical margin in nats (absolute).")
+    relative_margin: RelativeMargin | None = Field(
+        default=None, description="Practical margin as a fraction of the baseline's mean loss."
+    )
+    alpha_rollback: Alpha = Field(default=0.01, description="Level of the sequential regression test.")
+    alpha_promote: Alpha = Field(default=0.05, description="Level of the sequential non-inferiority test.")
+    min_samples_before_rollback: int = Field(
+        default=1000, ge=0, le=1_000_000_000, description="Canary samples before a non-catastrophic rollback."
+    )
+    min_samples_before_promotion: int = Field(default=5000, ge=0, le=1_000_000_000)
+    promotion_policy: PromotionPolicy = PromotionPolicy.NO_REGRESSION
+    catastrophic_threshold: float = Field(
+        default=4.6, gt=0, le=100, description="Loss (nats) counted as tail."
+    )
+    alpha_catastrophic: Alpha = Field(default=0.001, description="Level of the catastrophic-tail test.")
+
+    @model_validator(mode="after")
+    def _checks(self) -> LossAnalysis:
+        if (self.margin is None) == (self.relative_margin is None):
+            raise ValueError(
+                "set exactly one of margin (nats, e.g. 0.01) or relativeMargin (fraction, e.g. 0.02)"
+            )
+        if self.metric is not None and self.queries is not None:
+            raise ValueError("set metric or queries, not both")
+        return self
+
+    @property
+    def effective_metric(self) -> str:
+        return self.metric or DEFAULT_LOSS_METRIC
+
+    def margin_for(self, baseline_mean: float | None) -> float | None:
+        """Absolute margin in nats; None when relative and the baseline mean is not known yet."""
+        if self.margin is not None:
+            return self.margin
+        if baseline_mean is None or self.relative_margin is None:
+            return None
+        return self.relative_margin * baseline_mean
+
+
+class GradientHealth(ApiModel):
+    """Bounds for the canary training run's gradient-health gate (see STATISTICS.md)."""
+
+    enabled: bool = True
+    allow_non_finite: bool = False
+    grad_norm_spike_z: float = Field(default=6.0, gt=0, le=1000, description="Robust z of log grad norm.")
+    max_spikes_per_1000_steps: float = Field(default=3.0, ge=0, le=1000)
+    loss_spike_z: float = Field(default=7.0, gt=0, le=1000, description="Robust z of log loss.")
+    rank_divergence_z: float = Field(
+        default=3.0, gt=0, le=1000, description="Per rank, Bonferroni-corrected."
+    )
+    max_consecutive_skipped_steps: int = Field(
+        default=10, ge=1, le=1_000_000, description="fp16 skipped steps."
+    )
+    loss_scale_drop_factor: float = Field(default=256.0, gt=1, le=1e12, description="fp16 only.")
+    window_steps: int = Field(default=300, ge=10, le=100_000, description="Trailing window (200-500).")
+    warmup_steps: int = Field(default=200, ge=0, le=100_000_000, description="Steps excluded at the start.")
+    require_metrics: bool = Field(
+        default=True,
+        description="Treat unreadable training metrics like unavailable metrics (hold); false: ignore them.",
+    )
+
+
+class OnMetricsUnavailable(ApiModel):
+    action: UnavailableAction = UnavailableAction.ROLLBACK
+    after: Duration = Field(default="10m", validate_default=True)
+
+
+class Analysis(ApiModel):
+    interval: PositiveDuration = Field(default="30s", validate_default=True)
+    prometheus: PrometheusSource
+    loss: LossAnalysis
+    gradient_health: GradientHealth = GradientHealth()
+    on_metrics_unavailable: OnMetricsUnavailable = OnMetricsUnavailable()

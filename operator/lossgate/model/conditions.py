@@ -1,0 +1,138 @@
+"""Condition types, reasons and the condition list helper: the one place these strings live.
+
+Conditions follow the Kubernetes convention (type, status True|False|Unknown, reason in CamelCase,
+human message, lastTransitionTime that changes only when the status flips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from lossgate.model.base import ApiModel
+from lossgate.model.durations import Timestamp
+
+
+class ConditionType(StrEnum):
+    PROGRESSING = "Progressing"  # True while the rollout is pending or moving; False when paused or done
+    METRICS_AVAILABLE = "MetricsAvailable"  # the loss metrics could be read for the current step
+    TRAINING_HEALTHY = "TrainingHealthy"  # the canary's training run passes the gradient-health gate
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    # Written by the reconciler, never by decide(): decide() leaves conditions it does not own alone.
+    SPEC_VALID = "SpecValid"  # the spec parsed and passed the operator's own checks
+    ROUTER_READY = "RouterReady"  # the HTTPRoute / VirtualService / Deployments exist and can be written
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Reason(StrEnum):
+    """Every reason lossgate puts on a condition, an Event or a history entry."""
+
+    # Lifecycle
+    WAITING_TO_START = "WaitingToStart"
+    STARTED = "Started"
+    STEP_IN_PROGRESS = "StepInProgress"
+    STEP_ADVANCED = "StepAdvanced"
+    INSUFFICIENT_DATA = "InsufficientData"
+    REGRESSION_BELOW_MIN_SAMPLES = "RegressionBelowMinSamples"
+    CANARY_NOT_READY = "CanaryNotReady"  # canary pods do not serve spec.canary.version yet
+    PAUSED = "Paused"
+    RESUMED = "Resumed"
+    STEP_TIMED_OUT = "StepTimedOut"
+    NON_INFERIORITY_NOT_SHOWN = "NonInferiorityNotShown"
+    # Terminal outcomes
+    PROMOTED_NO_REGRESSION = "PromotedNoRegression"
+    PROMOTED_NON_INFERIOR = "PromotedNonInferior"
+    PROMOTED_MANUALLY = "PromotedManually"
+    PROMOTED_ON_TIMEOUT = "PromotedOnTimeout"
+    LOSS_REGRESSION = "LossRegression"
+    CATASTROPHIC_LOSS = "CatastrophicLoss"
+    TRAINING_UNHEALTHY = "TrainingUnhealthy"
+    ABORTED = "Aborted"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    NOT_PROMOTED = "NotPromoted"
+    NOT_ROLLED_BACK = "NotRolledBack"
+    # Restarts and commands
+    CANARY_VERSION_CHANGED = "CanaryVersionChanged"
+    SPEC_CHANGED = "SpecChanged"
+    RETRY = "Retry"
+    COMMAND_IGNORED = "CommandIgnored"
+    # Metrics / training health
+    METRICS_OK = "MetricsOK"
+    TRAINING_HEALTH_PASSED = "TrainingHealthPassed"
+    TRAINING_HEALTH_WARNING = "TrainingHealthWarning"
+    TRAINING_METRICS_UNKNOWN = "TrainingMetricsUnknown"
+    HEALTH_GATE_DISABLED = "HealthGateDisabled"
+    # Router
+    WEIGHT_DRIFT = "WeightDrift"
+    # Reconciler-owned (SpecValid / RouterReady); router problem kinds from lossgate.ports are reasons too.
+    SPEC_OK = "SpecOK"
+    INVALID_SPEC = "InvalidSpec"
+    ROUTER_OK = "RouterOK"
+
+
+class Condition(ApiModel):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: Timestamp
+    observed_generation: int | None = None
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: ConditionType | str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    observed_generation: int | None = None,
+) -> list[Condition]:
+    """Return a new list with `type_` set; lastTransitionTime moves only when the status flips.
+
+    Other conditions keep their order; a new type is appended.
+    """
+    out: list[Condition] = []
+    found = False
+    for c in conditions:
+        if c.type != str(type_):
+            out.append(c)
+            continue
+        found = True
+        ltt = c.last_transition_time if c.status == status else now
+        out.append(
+            Condition(
+                type=str(type_),
+                status=status,
+                reason=str(reason),
+                message=message,
+                last_transition_time=ltt,
+                observed_generation=observed_generation,
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=str(type_),
+                status=status,
+                reason=str(reason),
+                message=message,
+                last_transition_time=now,
+                observed_generation=observed_generation,
+            )
+        )
+    return out
+
+
+def get_condition(conditions: Sequence[Condition], type_: ConditionType | str) -> Condition | None:
+    for c in conditions:
+        if c.type == str(type_):
+            return c
+    return None

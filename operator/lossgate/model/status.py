@@ -1,0 +1,140 @@
+"""ModelRollout status: written only by the operator, through the status subresource.
+
+The status is the rollout's whole memory: decide() resumes from it alone after an operator restart
+(phase, step, weight, when the step started, time spent paused, since when metrics are unavailable).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from lossgate.model.base import ApiModel
+from lossgate.model.conditions import Condition
+from lossgate.model.durations import Duration, Timestamp
+
+HISTORY_LIMIT = 20
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"  # not started: waiting for training health, canary readiness or metrics
+    PROGRESSING = "Progressing"  # traffic is on a step and evidence is being collected
+    PAUSED = "Paused"  # spec.paused or the pause annotation: weight held, safety rollbacks still armed
+    PROMOTED = "Promoted"  # the canary serves 100%
+    ROLLED_BACK = "RolledBack"  # the canary had traffic and was taken back to 0%
+    FAILED = "Failed"  # blocked before any traffic moved (e.g. the training run is unhealthy)
+
+
+TERMINAL_PHASES = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED})
+
+
+class ArmStatus(ApiModel):
+    n: float = Field(description="Labelled predictions the judge used.")
+    mean: float | None = Field(default=None, description="Mean per-request cross-entropy (nats).")
+
+
+class AnalysisStatus(ApiModel):
+    """The judge's numbers at the last look (canary minus baseline; finite values only)."""
+
+    verdict: str = Field(description="Regression | NotWorse | Undecided | InsufficientData")
+    baseline: ArmStatus
+    canary: ArmStatus
+    delta: float | None = Field(default=None, description="Estimated mean-loss difference (nats).")
+    cs_low: float | None = Field(default=None, description="Confidence-sequence lower bound.")
+    cs_high: float | None = Field(default=None, description="Confidence-sequence upper bound.")
+    cs_level: float | None = None
+    margin: float | None = Field(default=None, description="Margin in nats the verdict was taken against.")
+    p_regression: float | None = Field(default=None, description="Always-valid p-value of 'no regression'.")
+    p_not_worse: float | None = Field(default=None, description="Always-valid p-value of 'worse by margin'.")
+    samples_needed: int | None = Field(default=None, description="More canary samples the judge expects.")
+    samples_in_step: float = 0.0
+    catastrophic: bool = False
+    promotion_policy: str | None = None
+    reason: str = ""
+    updated_at: Timestamp | None = None
+
+
+class TrainingHealthStatus(ApiModel):
+    verdict: str = Field(description="Pass | Warn | Fail | Unknown")
+    reasons: list[str] = Field(default_factory=list)
+    non_finite_steps: int = 0
+    grad_norm_spikes: int = 0
+    max_grad_norm_z: float | None = None
+    rank_divergence: float | None = None
+    loss_scale_collapse: bool = False
+    validation_delta: float | None = None
+    updated_at: Timestamp | None = None
+
+
+class HistoryEntry(ApiModel):
+    """One decision, with the numbers it was taken on."""
+
+    time: Timestamp
+    decision: str
+    reason: str
+    phase: Phase
+    step_index: int
+    canary_weight: int
+    verdict: str | None = None
+    delta: float | None = None
+    cs_low: float | None = None
+    cs_high: float | None = None
+    n_baseline: float | None = None
+    n_canary: float | None = None
+    health: str | None = None
+    message: str = ""
+
+
+class ModelRolloutStatus(ApiModel):
+    phase: Phase = Phase.PENDING
+    observed_generation: int | None = None
+    step_index: int = Field(default=0, ge=0, description="0-based index into spec.steps.")
+    current_step: str | None = Field(default=None, description='1-based "step/steps" for display, e.g. 2/4.')
+    canary_weight: int = Field(default=0, ge=0, le=100, description="Canary weight lossgate wants in force.")
+    baseline_version: str | None = Field(
+        default=None, description="The baseline version this status is about."
+    )
+    canary_version: str | None = Field(default=None, description="The canary version this status is about.")
+    message: str = ""
+    started_at: Timestamp | None = None
+    step_started_at: Timestamp | None = None
+    paused_at: Timestamp | None = None
+    step_paused: Duration = Field(
+        default="0s", validate_default=True, description="Time paused in this step."
+    )
+    metrics_unavailable_since: Timestamp | None = None
+    manually_paused: bool = False
+    canary_scaled_down: bool = False
+    analysis: AnalysisStatus | None = None
+    training_health: TrainingHealthStatus | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    history: list[HistoryEntry] = Field(default_factory=list, description=f"Last {HISTORY_LIMIT} decisions.")
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _bounded(cls, v: Any) -> Any:
+        return v[-HISTORY_LIMIT:] if isinstance(v, list) else v
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def started(self) -> bool:
+        return self.started_at is not None
+
+    def active_in_step(self, now: datetime) -> timedelta:
+        """Time spent in the current step, not counting time paused."""
+        if self.step_started_at is None:
+            return timedelta(0)
+        paused = self.step_paused + (now - self.paused_at if self.paused_at is not None else timedelta(0))
+        return max(timedelta(0), now - self.step_started_at - paused)
+
+    def with_history(self, entry: HistoryEntry) -> list[HistoryEntry]:
+        return [*self.history, entry][-HISTORY_LIMIT:]
