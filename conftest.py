@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.infra.kube_fixtures", "tests.infra.prom_fixtures"]
+pytest_plugins = ["tests.infra.kube_fixtures", "tests.infra.prom_fixtures", "tests.infra.thirdparty_crds"]
 
 _REAL_SERVER_FIXTURES = {"kube", "prometheus", "pushgateway"}
 
