@@ -1,10 +1,12 @@
-"""The real Gateway API and Istio CRDs, fetched at test time from their published Go modules.
+"""Third-party parts fetched at test time from their published Go modules: the real Gateway API and
+Istio CRDs, and gojq (the jq engine Argo CD evaluates `ignoreDifferences.jqPathExpressions` with).
 
-`go mod download` goes through the Go module proxy (GOPROXY) into the Go module cache, which is
-the only cache; nothing is copied into this repository. The versions are pinned here, and only here.
+`go mod download` / `go install` go through the Go module proxy (GOPROXY) into the Go module and build
+caches, the only caches; nothing is copied into this repository. Versions are pinned here, only here.
 
 Fixtures (session scope, registered in the root conftest): `gateway_api_crds` installs the
-standard-channel Gateway API CRDs, `istio_crds` installs Istio's networking.istio.io CRDs.
+standard-channel Gateway API CRDs, `istio_crds` installs Istio's networking.istio.io CRDs, `gojq` is
+the path of a gojq binary.
 """
 
 from __future__ import annotations
@@ -28,21 +30,30 @@ from tests.infra.kube_fixtures import Kube
 
 GATEWAY_API_MODULE, GATEWAY_API_VERSION = "sigs.k8s.io/gateway-api", "v1.6.3"
 ISTIO_API_MODULE, ISTIO_API_VERSION = "istio.io/api", "v1.31.1"
+GOJQ_PACKAGE, GOJQ_VERSION = "github.com/itchyny/gojq/cmd/gojq", "v0.12.19"  # as in Argo CD v3.6's go.mod
 
 Manifest = dict[str, Any]
+
+
+def _go(what: str) -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError(
+            f"`go` is not on PATH: it is needed to fetch {what} through the Go module proxy. "
+            "Install Go 1.22+ (https://go.dev/dl/) and re-run."
+        )
+    return go
+
+
+# Run outside any go.mod, with the local toolchain only (no toolchain download).
+_GO_ENV = {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
 
 
 @cache
 def go_module_dir(module: str, version: str) -> Path:
     """The extracted module in the Go module cache (downloaded through GOPROXY on first use)."""
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError(
-            f"`go` is not on PATH: it is needed to fetch {module}@{version} (the CRDs) through the Go module "
-            "proxy. Install Go 1.22+ (https://go.dev/dl/) and re-run."
-        )
-    # Run outside any go.mod, with the local toolchain only (no toolchain download).
-    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+    go = _go(f"{module}@{version}")
+    env = {**os.environ, **_GO_ENV}
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [go, "mod", "download", "-json", f"{module}@{version}"],
@@ -124,6 +135,27 @@ def install_crds(api_client: client.ApiClient, crds: list[Manifest], timeout: fl
                 return any(r.name == plural for r in resources.resources)
 
             wait_until(served, timeout, f"{plural}.{group}/{version} in discovery")
+
+
+def build_gojq(bin_dir: Path) -> Path:
+    """gojq built from its module into bin_dir (a minute the first time, then from the build cache)."""
+    go = _go(f"{GOJQ_PACKAGE}@{GOJQ_VERSION}")
+    out = subprocess.run(
+        [go, "install", f"{GOJQ_PACKAGE}@{GOJQ_VERSION}"],
+        cwd=bin_dir,
+        env={**os.environ, **_GO_ENV, "GOBIN": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"go install {GOJQ_PACKAGE}@{GOJQ_VERSION} failed: {out.stderr.strip()}")
+    return bin_dir / "gojq"
+
+
+@pytest.fixture(scope="session")
+def gojq(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_gojq(tmp_path_factory.mktemp("gojq"))
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from lossgate.devenv.kube import ControlPlane
 from lossgate.ports import RouterErrorKind
 from tests.infra.thirdparty_crds import install_crds, load_istio_crds
 
+pytestmark = pytest.mark.realserver  # its own real API server, not the shared `kube` fixture
+
 
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[client.ApiClient]:

@@ -11,7 +11,7 @@ from kubernetes import client
 
 from lossgate.adapters.routers import GatewayAPIRouter, GatewayRouteRef, make_router
 from lossgate.core.evidence import Problem, Weights
-from lossgate.devenv.procs import wait_until
+from lossgate.devenv.procs import free_port, wait_until
 from lossgate.ports import RouterErrorKind, TrafficRouter
 from tests.infra.kube_fixtures import Kube
 
@@ -306,3 +306,43 @@ def test_forbidden_without_rbac_then_patch_denied_with_read_only_rbac(
     assert "Grant the operator's ServiceAccount 'patch'" in got.message
     assert get(objs, namespace)["spec"]["rules"][1]["backendRefs"][0]["weight"] == 1
     cast(Any, nobody).close()
+
+
+def test_a_write_the_api_server_refuses_is_invalid_not_conflict(
+    kube: Kube, namespace: str, objs: client.CustomObjectsApi
+) -> None:
+    # Given a rule already at the CRD's limit of 16 backendRefs, none of them the canary
+    body = route()
+    body["spec"]["rules"][1]["backendRefs"] += [
+        {"name": f"extra-{i}", "port": 80, "weight": 0} for i in range(14)
+    ]
+    create(objs, namespace, body)
+    reads: list[int] = []
+    router = GatewayAPIRouter(ref(namespace), kube.api_client, after_read=lambda: reads.append(1))
+    # When lossgate must append the canary backendRef (a 17th)
+    got = router.set_weights(Weights(95, 5))
+    # Then the schema refuses it; the object did not change, so it is Invalid with the server's reason
+    # (after one re-read, not 3 retries)
+    assert isinstance(got, Problem) and got.kind == RouterErrorKind.INVALID
+    assert f"the API server refused lossgate's patch of HTTPRoute {namespace}/scorer" in got.message
+    assert "must have at most 16 items" in got.message
+    assert len(reads) == 1
+
+
+def test_an_unreachable_api_server_is_unavailable(kube: Kube, namespace: str) -> None:
+    # Given an API client pointed at a loopback port where nothing listens
+    cfg = client.Configuration()
+    cfg.host = f"https://127.0.0.1:{free_port()}"
+    cfg.ssl_ca_cert = str(kube.plane.ca_cert)
+    cfg.retries = 0
+    api = client.ApiClient(cfg)
+    # Then both port methods return Unavailable (never raise) naming the route
+    for got in (
+        make_router(ref(namespace), api).get_weights(),
+        make_router(ref(namespace), api).set_weights(Weights(95, 5)),
+    ):
+        assert isinstance(got, Problem) and got.kind == RouterErrorKind.UNAVAILABLE
+        assert (
+            "the API server is unreachable" in got.message and f"HTTPRoute {namespace}/scorer" in got.message
+        )
+    cast(Any, api).close()

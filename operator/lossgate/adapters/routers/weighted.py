@@ -103,6 +103,7 @@ class WeightedRouteRouter(ABC):
                 obj = self._read()
                 if rejected and rejected[0] == _rv(obj) and rejected[1].status == 422:
                     # Nothing changed since the refused patch, so it was not a lost race: it is invalid.
+                    verb = "patch"
                     raise rejected[1]
                 if self._after_read:
                     self._after_read()
