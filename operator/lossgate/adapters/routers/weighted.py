@@ -94,9 +94,8 @@ class WeightedRouteRouter(ABC):
     def set_weights(self, weights: Weights) -> Weights | Problem:
         verb = "get"
         try:
-            rejected: tuple[str, ApiException] | None = (
-                None  # (resourceVersion, error) of the last refused patch
-            )
+            # (resourceVersion read, error) of the last refused patch
+            rejected: tuple[str, ApiException] | None = None
             attempts, added = 0, False
             while True:
                 verb = "get"
@@ -113,8 +112,8 @@ class WeightedRouteRouter(ABC):
                     raise fail(
                         RouterErrorKind.INVALID,
                         self.target,
-                        f"{self.target}: lossgate added the "
-                        "canary backend but cannot find it again; fix the backend by hand.",
+                        f"{self.target}: lossgate added the canary backend but cannot find it again; "
+                        "fix the backend by hand.",
                     )
                 if not ops:
                     return self._weights(loc)
