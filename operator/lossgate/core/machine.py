@@ -4,6 +4,7 @@ The rules, in the order they are applied each tick (docs/api.md has the same tab
 
  1. Identity. A new (baseline, canary) version pair restarts from step 1 (any phase); a spec change
     (new generation) after RolledBack/Failed restarts; the `retry` command restarts RolledBack/Failed.
+    A restart sets the weight to 0 and phase Pending; the next tick starts step 1 on fresh evidence.
  2. Terminal phases (Promoted, RolledBack, Failed) are absorbing: only the weight is kept in place.
  3. Not started: abort -> RolledBack; failing training health -> Failed (blocked, no traffic moved);
     promote -> Promoted; paused -> Paused; wait while training metrics are unknown, metrics are
@@ -54,7 +55,9 @@ def decide(
 class _Rules(TickBase):
     def run(self) -> Decision:
         self._identity()
-        if self.m.phase in TERMINAL_PHASES:
+        if self.restarted:
+            pass  # a restart only resets traffic to the baseline; the next tick starts step 1
+        elif self.m.phase in TERMINAL_PHASES:
             self._idle()
         else:
             self._pause_command()
@@ -95,16 +98,17 @@ class _Rules(TickBase):
         m.step_paused, m.manually_paused, m.canary_scaled_down = timedelta(0), False, False
         self.paused = spec.paused
         self.restarted = True
-        self.record(DecisionKind.RESTART, str(reason), f"{why}: restarting from step 1")
+        self.loss = None  # evidence about the previous versions
+        self.set(DecisionKind.RESTART, reason, f"{why}: restarting from step 1")
 
     # ------------------------------------------------------------------ 2. terminal
     def _idle(self) -> None:
         self.kind = DecisionKind.IDLE
         cond = get_condition(self.prev.conditions, ConditionType.PROGRESSING)
         self.reason = cond.reason if cond is not None else self.m.phase.value
-        self.message = self.prev.message
+        self.message = self.prev.message or f"{self.m.phase}: {self.reason}"
         cmd = self.obs.command
-        if cmd is not None and not (cmd is ManualCommand.RETRY and self.restarted):
+        if cmd is not None:
             hint = "change spec.canary.version to start a new rollout"
             if self.m.phase in RESTARTABLE:
                 hint = f"use {ManualCommand.RETRY.annotation} or change the spec to start again"

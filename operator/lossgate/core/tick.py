@@ -30,6 +30,7 @@ RECORDED_ALWAYS = frozenset(
         DecisionKind.PROMOTE,
         DecisionKind.ROLLBACK,
         DecisionKind.BLOCK,
+        DecisionKind.RESTART,
     }
 )
 
@@ -126,10 +127,10 @@ class TickBase:
         if self.kind is DecisionKind.IDLE:
             return False
         last = self.history[-1] if self.history else None
+        if self.kind is DecisionKind.WAIT:  # only the end of a hold is news
+            return last is not None and last.decision == DecisionKind.HOLD.value
         if last is None:
             return True
-        if self.kind is DecisionKind.WAIT:  # only the end of a hold is news
-            return last.decision == DecisionKind.HOLD.value
         return (last.decision, last.reason, last.step_index) != (
             self.kind.value,
             self.reason,

@@ -87,7 +87,7 @@ class PrometheusSource(ApiModel):
     @model_validator(mode="after")
     def _one_auth(self) -> PrometheusSource:
         if self.bearer_token_secret_ref is not None and self.basic_auth_secret_ref is not None:
-            raise ValueError("set bearerTokenSecretRef or basicAuthSecretRef, not both")
+            raise ValueError("bearerTokenSecretRef and basicAuthSecretRef are both set; fix: keep one")
         return self
 
 
@@ -143,11 +143,14 @@ class LossAnalysis(ApiModel):
     @model_validator(mode="after")
     def _checks(self) -> LossAnalysis:
         if (self.margin is None) == (self.relative_margin is None):
+            both = "margin and relativeMargin are both set" if self.margin is not None else "no margin is set"
             raise ValueError(
-                "set exactly one of margin (nats, e.g. 0.01) or relativeMargin (fraction, e.g. 0.02)"
+                f"{both}; fix: set exactly one of margin (nats, e.g. 0.01) or relativeMargin (e.g. 0.02)"
             )
         if self.metric is not None and self.queries is not None:
-            raise ValueError("set metric or queries, not both")
+            raise ValueError(
+                "metric and queries are both set; fix: keep metric (default names) or queries (PromQL)"
+            )
         return self
 
     @property

@@ -218,7 +218,9 @@ class _Dumper(yaml.SafeDumper):
 
 
 # YAML 1.1 booleans that PyYAML leaves bare but Go's YAML parser (kubectl) reads as true/false.
-_YAML11_BOOLS = frozenset("y Y n N yes Yes YES no No NO on On ON off Off OFF".split())
+_YAML11_BOOLS = frozenset(
+    ["y", "Y", "n", "N", "yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"]
+)
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

@@ -50,15 +50,12 @@ _HINTS: dict[str, str] = {
 
 _FIELD_HINTS: dict[str, str] = {
     "weight": "use a canary percent in 1..100",
-    "steps": "list weights strictly increasing and end with {weight: 100}, e.g. 5, 25, 50, 100",
-    "trafficRouting": "keep exactly one of gatewayAPI, istio or replicas",
-    "loss": "keep exactly one of margin (nats) or relativeMargin (fraction)",
+    "steps": "list 2 to 20 steps, weights strictly increasing and ending with {weight: 100}",
     "margin": "use a positive number of nats, e.g. 0.01",
     "relativeMargin": "use a fraction of the baseline's mean loss, e.g. 0.02",
     "alphaRollback": "use a level strictly between 0 and 1, e.g. 0.01",
     "alphaPromote": "use a level strictly between 0 and 1, e.g. 0.05",
     "alphaCatastrophic": "use a level strictly between 0 and 1, e.g. 0.001",
-    "version": "give the canary a version different from the baseline's",
     "address": "use an http:// or https:// URL, e.g. http://prometheus.monitoring:9090",
 }
 
@@ -91,16 +88,18 @@ def validation_messages(
         loc = [p for p in e["loc"] if isinstance(p, int | str)]
         msg = str(e["msg"])
         etype = str(e["type"])
+        own_hint = ""
         if etype == "value_error":
             msg = msg.removeprefix("Value error, ")
             m = _PATH_PREFIX.match(msg)
             if m:
                 loc = [*loc, *_split_path(m.group(1))]
                 msg = m.group(2)
+            msg, _, own_hint = msg.partition("; fix: ")
         elif etype == "assertion_error":
             msg = msg.removeprefix("Assertion failed, ")
         path = format_loc(loc, root)
-        hint = _hint(etype, loc, e.get("input"), model)
+        hint = own_hint or _hint(etype, loc, e.get("input"), model)
         if etype not in ("missing", "extra_forbidden", "value_error"):
             msg = f"{msg}, got {_short(e.get('input'))}"
         line = f"{path}: {msg}" + (f" (fix: {hint})" if hint else "")
@@ -136,7 +135,7 @@ def _hint(etype: str, loc: Sequence[int | str], value: Any, model: type[BaseMode
     if field in _FIELD_HINTS and etype not in ("string_type", "int_type", "float_type", "model_type"):
         return _FIELD_HINTS[field]
     if field in ("interval", "timeout", "after") or field.endswith("Duration"):
-        return "use a duration string such as 30s, 5m or 1h30m"
+        return "use a duration string such as 30s, 5m or 1h30m (at least 1s for intervals and timeouts)"
     return _HINTS.get(etype, "")
 
 

@@ -93,7 +93,7 @@ class IstioRouting(ApiModel):
     @model_validator(mode="after")
     def _one_route(self) -> IstioRouting:
         if self.route_name is not None and self.route_index is not None:
-            raise ValueError("set routeName or routeIndex, not both")
+            raise ValueError("routeName and routeIndex are both set; fix: keep one of them")
         return self
 
 
@@ -119,7 +119,7 @@ class TrafficRouting(ApiModel):
     def _exactly_one(self) -> TrafficRouting:
         n = sum(x is not None for x in (self.gateway_api, self.istio, self.replicas))
         if n != 1:
-            raise ValueError(f"set exactly one of gatewayAPI, istio or replicas (found {n})")
+            raise ValueError(f"{n} routers are set; fix: set exactly one of gatewayAPI, istio or replicas")
         return self
 
     @property
@@ -142,7 +142,8 @@ _MIN_MAX = cel(
 def _check_min_max(lo: timedelta | None, hi: timedelta | None) -> None:
     if lo is not None and hi is not None and not lo < hi:
         raise ValueError(
-            f"maxDuration: must be longer than minDuration ({format_duration(hi)} <= {format_duration(lo)})"
+            f"maxDuration: {format_duration(hi)} is not longer than minDuration {format_duration(lo)}; "
+            "fix: raise maxDuration or lower minDuration"
         )
 
 
@@ -253,10 +254,12 @@ class ModelRolloutSpec(ApiModel):
         weights = [s.weight for s in steps]
         if weights[-1] != 100:
             raise ValueError(
-                f"the last step must have weight 100 (reaching it promotes the canary); got {weights}"
+                f"the last step has weight {weights[-1]}; fix: end with {{weight: 100}} (it promotes)"
             )
         if any(b <= a for a, b in itertools.pairwise(weights)):
-            raise ValueError(f"weights must be strictly increasing (e.g. 5, 25, 50, 100); got {weights}")
+            raise ValueError(
+                f"weights {weights} are not strictly increasing; fix: order them, e.g. 5, 25, 50, 100"
+            )
         return steps
 
     @model_validator(mode="after")
@@ -264,14 +267,21 @@ class ModelRolloutSpec(ApiModel):
         # "<path>: <message>" puts the error on that field (see lossgate.model.errors).
         if self.baseline.version == self.canary.version:
             raise ValueError(
-                f"canary.version: must differ from baseline.version (both are {self.canary.version!r})"
+                f"canary.version: equals baseline.version ({self.canary.version!r}); "
+                "fix: give the canary the version label of the new model"
             )
         if self.traffic_routing.replicas is not None and (
             self.baseline.deployment is None or self.canary.deployment is None
         ):
-            raise ValueError("trafficRouting.replicas: needs baseline.deployment and canary.deployment")
+            raise ValueError(
+                "trafficRouting.replicas: replicas routing needs both Deployments; "
+                "fix: set baseline.deployment and canary.deployment, or route with gatewayAPI or istio"
+            )
         if self.rollback.scale_down_canary and self.canary.deployment is None:
-            raise ValueError("rollback.scaleDownCanary: needs canary.deployment (the Deployment to scale)")
+            raise ValueError(
+                "rollback.scaleDownCanary: there is no canary Deployment to scale; "
+                "fix: set canary.deployment, or scaleDownCanary: false"
+            )
         return self
 
     @property
