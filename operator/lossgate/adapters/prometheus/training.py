@@ -33,8 +33,9 @@ class TrainingReader:
                 MetricsErrorKind.BAD_QUERY.value, f"invalid lookback: {start} .. {end}, step {step_s}s"
             )
         step = max(step_s, (end_s - start_s) / MAX_POINTS)
+        first = end_s - math.floor((end_s - start_s) / step) * step  # grid ends at `end`: the latest sample
         data = {
-            name: _by_rank(self.client.range(promql.training_selector(name, run), start_s, end_s, step))
+            name: _by_rank(self.client.range(promql.training_selector(name, run), first, end_s, step))
             for name in promql.TRAINING_SERIES
         }
         where = f"Prometheus at {self.client.address}"
