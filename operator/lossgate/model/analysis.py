@@ -138,6 +138,12 @@ class LossAnalysis(ApiModel):
     catastrophic_threshold: float = Field(
         default=4.6, gt=0, le=100, description="Loss (nats) counted as tail."
     )
+    catastrophic_ratio: float = Field(
+        default=2.0,
+        ge=1,
+        le=1000,
+        description="The guard's null: canary tail rate at most this times the baseline's.",
+    )
     alpha_catastrophic: Alpha = Field(default=0.001, description="Level of the catastrophic-tail test.")
 
     @model_validator(mode="after")
@@ -170,7 +176,21 @@ class GradientHealth(ApiModel):
     """Bounds for the canary training run's gradient-health gate (see STATISTICS.md)."""
 
     enabled: bool = True
-    allow_non_finite: bool = False
+    allow_non_finite: bool = Field(
+        default=False, description="true: non-finite applied steps warn, not fail."
+    )
+    max_grad_norm_spike: float = Field(
+        default=10.0,
+        gt=1,
+        le=1e6,
+        description="Hard bound: gradient norm / its trailing median (one step fails).",
+    )
+    max_rank_divergence: float = Field(
+        default=0.2,
+        gt=0,
+        le=100,
+        description="Relative gap of a flagged rank from the others' median (fails).",
+    )
     grad_norm_spike_z: float = Field(default=6.0, gt=0, le=1000, description="Robust z of log grad norm.")
     max_spikes_per_1000_steps: float = Field(default=3.0, ge=0, le=1000)
     loss_spike_z: float = Field(default=7.0, gt=0, le=1000, description="Robust z of log loss.")
@@ -182,7 +202,13 @@ class GradientHealth(ApiModel):
     )
     loss_scale_drop_factor: float = Field(default=256.0, gt=1, le=1e12, description="fp16 only.")
     window_steps: int = Field(default=300, ge=10, le=100_000, description="Trailing window (200-500).")
-    warmup_steps: int = Field(default=200, ge=0, le=100_000_000, description="Steps excluded at the start.")
+    warmup_steps: int = Field(default=500, ge=0, le=100_000_000, description="Steps excluded at the start.")
+    validation_margin: float = Field(
+        default=0.02,
+        gt=0,
+        le=10,
+        description="The canary run's validation loss may exceed the baseline's by this fraction.",
+    )
     require_metrics: bool = Field(
         default=True,
         description="Treat unreadable training metrics like unavailable metrics (hold); false: ignore them.",
