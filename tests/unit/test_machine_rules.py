@@ -511,3 +511,26 @@ def test_decision_is_a_value() -> None:
     b = decide(spec, FRESH, replace(obs()), T0)
     assert a == b and hash(a.actions) == hash(b.actions)
     assert isinstance(a, Decision)
+
+
+def test_commands_arriving_with_a_restart() -> None:
+    spec = make_spec()
+    old = at_step(spec, 2, canary_version="v40")
+    aborted = decide(spec, old, obs(generation=2, command=ManualCommand.ABORT), T0)
+    assert aborted.kind is DecisionKind.ROLLBACK and aborted.status.phase is Phase.ROLLED_BACK
+    assert [h.decision for h in aborted.status.history] == ["Restart", "Rollback"]
+    paused = decide(spec, old, obs(generation=2, command=ManualCommand.PAUSE), T0)
+    assert paused.kind is DecisionKind.RESTART and paused.status.manually_paused
+    assert (
+        decide(spec, paused.status, obs(generation=2), T0 + timedelta(minutes=1)).status.phase is Phase.PAUSED
+    )
+    promoted = decide(spec, old, obs(generation=2, command=ManualCommand.PROMOTE), T0)
+    assert promoted.kind is DecisionKind.RESTART
+    assert any(e.reason == Reason.COMMAND_IGNORED for e in promoted.events)
+
+
+def test_naive_now_is_utc() -> None:
+    spec = make_spec()
+    s = decide(spec, FRESH, obs(), T0).status
+    naive = (T0 + timedelta(minutes=1)).replace(tzinfo=None)
+    assert decide(spec, s, obs(), naive) == decide(spec, s, obs(), T0 + timedelta(minutes=1))

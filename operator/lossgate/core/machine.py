@@ -23,7 +23,7 @@ The rules, in the order they are applied each tick (docs/api.md has the same tab
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from lossgate.core import summary as fmt
 from lossgate.core.actions import EventType, ScaleCanary
@@ -48,15 +48,20 @@ _PROMOTION_BASIS = {
 def decide(
     spec: ModelRolloutSpec, status: ModelRolloutStatus, observation: Observation, now: datetime
 ) -> Decision:
-    """One reconcile tick. Pure: the same inputs always give the same Decision."""
+    """One reconcile tick. Pure: the same inputs always give the same Decision.
+
+    `now` should be timezone-aware; a naive datetime is taken as UTC (status times are UTC).
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     return _Rules(spec, status, observation, now).run()
 
 
 class _Rules(TickBase):
     def run(self) -> Decision:
         self._identity()
-        if self.restarted:
-            pass  # a restart only resets traffic to the baseline; the next tick starts step 1
+        if self.restarted:  # a restart only resets traffic to the baseline; the next tick starts step 1
+            self._command_on_restart()
         elif self.m.phase in TERMINAL_PHASES:
             self._idle()
         else:
@@ -100,6 +105,17 @@ class _Rules(TickBase):
         self.restarted = True
         self.loss = None  # evidence about the previous versions
         self.set(DecisionKind.RESTART, reason, f"{why}: restarting from step 1")
+
+    def _command_on_restart(self) -> None:
+        cmd = self.obs.command
+        if cmd in (ManualCommand.PAUSE, ManualCommand.RESUME):
+            self._pause_command()
+        elif cmd is ManualCommand.ABORT:
+            self.record(self.kind, self.reason, self.message)
+            self._rollback(Reason.ABORTED, f"aborted by {cmd.annotation}")
+        elif cmd is ManualCommand.PROMOTE:
+            text = f"{cmd.annotation} ignored: the rollout just restarted; promote once it has started"
+            self.event(EventType.WARNING, Reason.COMMAND_IGNORED, text)
 
     # ------------------------------------------------------------------ 2. terminal
     def _idle(self) -> None:
