@@ -11,139 +11,32 @@ the path of a gojq binary.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
-import tempfile
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from lossgate.devenv.procs import wait_until
+from lossgate.devenv.thirdparty import (
+    GO_ENV,
+    Manifest,
+    go_binary,
+    install_crds,
+    load_gateway_api_crds,
+    load_istio_crds,
+)
 from tests.infra.kube_fixtures import Kube
 
-GATEWAY_API_MODULE, GATEWAY_API_VERSION = "sigs.k8s.io/gateway-api", "v1.6.3"
-ISTIO_API_MODULE, ISTIO_API_VERSION = "istio.io/api", "v1.31.1"
 GOJQ_PACKAGE, GOJQ_VERSION = "github.com/itchyny/gojq/cmd/gojq", "v0.12.19"  # as in Argo CD v3.6's go.mod
-
-Manifest = dict[str, Any]
-
-
-def _go(what: str) -> str:
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError(
-            f"`go` is not on PATH: it is needed to fetch {what} through the Go module proxy. "
-            "Install Go 1.22+ (https://go.dev/dl/) and re-run."
-        )
-    return go
-
-
-# Run outside any go.mod, with the local toolchain only (no toolchain download).
-_GO_ENV = {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
-
-
-@cache
-def go_module_dir(module: str, version: str) -> Path:
-    """The extracted module in the Go module cache (downloaded through GOPROXY on first use)."""
-    go = _go(f"{module}@{version}")
-    env = {**os.environ, **_GO_ENV}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            [go, "mod", "download", "-json", f"{module}@{version}"],
-            cwd=tmp,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    try:
-        info = json.loads(out.stdout)
-    except ValueError:
-        info = {}
-    if out.returncode != 0 or info.get("Error") or not info.get("Dir"):
-        raise RuntimeError(
-            f"go mod download {module}@{version} failed (rc {out.returncode}): "
-            f"{info.get('Error') or out.stderr.strip() or out.stdout.strip()}. Check GOPROXY/network access."
-        )
-    return Path(info["Dir"])
-
-
-def _crds_in(paths: list[Path]) -> list[Manifest]:
-    docs: list[Manifest] = []
-    for path in paths:
-        docs += [
-            d
-            for d in yaml.safe_load_all(path.read_text())
-            if d and d.get("kind") == "CustomResourceDefinition"
-        ]
-    return docs
-
-
-def load_gateway_api_crds() -> list[Manifest]:
-    """Standard-channel Gateway API CRDs (HTTPRoute, Gateway, GatewayClass, ...)."""
-    crd_dir = go_module_dir(GATEWAY_API_MODULE, GATEWAY_API_VERSION) / "config" / "crd" / "standard"
-    crds = _crds_in(sorted(crd_dir.glob("*.yaml")))
-    assert any(c["spec"]["names"]["kind"] == "HTTPRoute" for c in crds), f"no HTTPRoute CRD in {crd_dir}"
-    return crds
-
-
-def load_istio_crds(group: str = "networking.istio.io") -> list[Manifest]:
-    """Istio's CRDs of one API group (VirtualService, DestinationRule, ...)."""
-    path = (
-        go_module_dir(ISTIO_API_MODULE, ISTIO_API_VERSION)
-        / "kubernetes"
-        / "customresourcedefinitions.gen.yaml"
-    )
-    crds = [c for c in _crds_in([path]) if c["spec"]["group"] == group]
-    assert any(c["spec"]["names"]["kind"] == "VirtualService" for c in crds), (
-        f"no VirtualService CRD in {path}"
-    )
-    return crds
-
-
-def install_crds(api_client: client.ApiClient, crds: list[Manifest], timeout: float = 90) -> None:
-    """Create (or leave, if present) each CRD and wait until it is Established and served."""
-    ext: Any = client.ApiextensionsV1Api(api_client)  # takes the CRDs as plain dicts
-    for crd in crds:
-        try:
-            ext.create_custom_resource_definition(crd)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-    for crd in crds:
-        name = crd["metadata"]["name"]
-
-        def established(name: str = name) -> bool:
-            got = ext.read_custom_resource_definition(name)
-            return any(c.type == "Established" and c.status == "True" for c in got.status.conditions or [])
-
-        wait_until(established, timeout, f"CRD {name} Established")
-    # Established precedes discovery by a moment: wait until each served version lists the resource.
-    for crd in crds:
-        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
-        for version in (v["name"] for v in crd["spec"]["versions"] if v.get("served")):
-
-            def served(group: str = group, version: str = version, plural: str = plural) -> bool:
-                resources = client.CustomObjectsApi(api_client).get_api_resources(group, version)
-                return any(r.name == plural for r in resources.resources)
-
-            wait_until(served, timeout, f"{plural}.{group}/{version} in discovery")
 
 
 def build_gojq(bin_dir: Path) -> Path:
     """gojq built from its module into bin_dir (a minute the first time, then from the build cache)."""
-    go = _go(f"{GOJQ_PACKAGE}@{GOJQ_VERSION}")
+    go = go_binary(f"{GOJQ_PACKAGE}@{GOJQ_VERSION}")
     out = subprocess.run(
         [go, "install", f"{GOJQ_PACKAGE}@{GOJQ_VERSION}"],
         cwd=bin_dir,
-        env={**os.environ, **_GO_ENV, "GOBIN": str(bin_dir)},
+        env={**os.environ, **GO_ENV, "GOBIN": str(bin_dir)},
         capture_output=True,
         text=True,
         timeout=900,

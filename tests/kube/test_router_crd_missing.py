@@ -14,8 +14,8 @@ from kubernetes import client, config
 from lossgate.adapters.routers import GatewayRouteRef, IstioRouter, IstioRouteRef, make_router
 from lossgate.core.evidence import Problem, Weights
 from lossgate.devenv.kube import ControlPlane
+from lossgate.devenv.thirdparty import install_crds, load_istio_crds
 from lossgate.ports import RouterErrorKind
-from tests.infra.thirdparty_crds import install_crds, load_istio_crds
 
 pytestmark = pytest.mark.realserver  # its own real API server, not the shared `kube` fixture
 
