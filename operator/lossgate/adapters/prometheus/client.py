@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import urllib3
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
@@ -86,7 +87,7 @@ class PromClient:
             headers = {"Authorization": f"Bearer {c.bearer_token}"} if c.bearer_token else None
             api = PrometheusConnect(
                 url=self.address, headers=headers, auth=c.basic_auth, session=session,
-                retry=Retry(total=0, raise_on_status=False),  # retries are ours: classified, bounded
+                retry=Retry(total=0, read=False, raise_on_status=False),  # ours: classified, bounded
             )  # fmt: skip
             self._local.api = api
         return api
@@ -105,7 +106,11 @@ class PromClient:
 
     def range(self, query: str, start_s: float, end_s: float, step_s: float) -> list[dict[str, Any]]:
         # start/end in params override the library's rounding to whole seconds
-        params = {"start": f"{start_s:.3f}", "end": f"{end_s:.3f}", "timeout": f"{round(self.config.timeout_s * 1000)}ms"}
+        params = {
+            "start": f"{start_s:.3f}",
+            "end": f"{end_s:.3f}",
+            "timeout": f"{round(self.config.timeout_s * 1000)}ms",
+        }
         return self._call(
             query,
             lambda api: api.custom_query_range(
@@ -142,6 +147,10 @@ class PromClient:
             msg = (f"TLS handshake with {where} failed ({_short(err)}); set the CA bundle that signs its "
                    "certificate, or insecureSkipVerify for testing only")  # fmt: skip
             return Problem(unavailable, msg, details | {"reason": "TLS"}), False
+        if isinstance(err, urllib3.exceptions.NewConnectionError):  # raw urllib3 errors, if any slip through
+            err = requests.exceptions.ConnectionError(err)
+        elif isinstance(err, urllib3.exceptions.TimeoutError):
+            err = requests.exceptions.Timeout(err)
         if isinstance(err, requests.exceptions.Timeout):
             msg = f"{where} did not answer within {self.config.timeout_s}s; query: {query}"
             return Problem(unavailable, msg, details | {"reason": "Timeout"}), True
