@@ -16,6 +16,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lossgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("version", help="print the version")
+
+    op = sub.add_parser(
+        "operator", help="run the operator (kopf) against the current kubeconfig or in-cluster"
+    )
+    op.add_argument("-n", "--namespace", action="append", default=[], help="watch only these (repeatable)")
+    op.add_argument(
+        "--metrics-port", type=int, default=None, help="operator metrics port (default 8090; 0 off)"
+    )
+    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    op.add_argument("--peering", default=None, help="kopf peering name for HA (needs kopf's peering CRDs)")
+
+    demo = sub.add_parser("demo", help="run the demo: local control plane, Prometheus, real models, rollouts")
+    demo.add_argument("--scenario", action="append", choices=("good", "bad", "nonfinite"), default=[])
+    demo.add_argument("--keep", action="store_true", help="leave the servers running until Ctrl-C at the end")
     return parser
 
 
@@ -25,6 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(__version__)
         return 0
+    if args.command == "operator":
+        from lossgate.reconcile.main import run
+
+        run(args.namespace, liveness=args.liveness, peering=args.peering, metrics_port=args.metrics_port)
+        return 0
+    if args.command == "demo":
+        from lossgate.demo.run import main as demo_main
+
+        return demo_main(args.scenario or ["good", "bad", "nonfinite"], keep=args.keep)
     parser.print_help()
     return 0
 

@@ -19,7 +19,15 @@ from lossgate.model.analysis import UnavailableAction
 from lossgate.model.conditions import Reason
 from lossgate.model.durations import format_timestamp
 from lossgate.model.spec import ModelRolloutSpec
-from lossgate.model.status import HISTORY_LIMIT, TERMINAL_PHASES, HistoryEntry, ModelRolloutStatus, Phase
+from lossgate.model.status import (
+    HISTORY_LIMIT,
+    STEP_STARTS_LIMIT,
+    TERMINAL_PHASES,
+    HistoryEntry,
+    ModelRolloutStatus,
+    Phase,
+    StepStart,
+)
 
 TERMINAL_REQUEUE = timedelta(minutes=5)
 MIN_REQUEUE = timedelta(seconds=1)
@@ -178,6 +186,7 @@ class TickBase:
         update: dict[str, Any] = {f.name: getattr(m, f.name) for f in fields(Working)}
         started = m.started_at is not None
         update["current_step"] = f"{m.step_index + 1 if started else 0}/{len(spec.steps)}"
+        update["step_starts"] = self._step_starts()
         update["message"] = self.message
         active = self.kind is not DecisionKind.IDLE
         analysis = None if self.restarted else self.prev.analysis
@@ -208,6 +217,16 @@ class TickBase:
         update["conditions"] = conditions_after(self.prev.conditions, facts)
         update["history"] = self.history[-HISTORY_LIMIT:]
         return update
+
+    def _step_starts(self) -> list[StepStart]:
+        """The weight timeline since the rollout started: one entry per new step start (reset on restart)."""
+        m = self.m
+        if m.started_at is None or self.restarted:
+            return []
+        starts = list(self.prev.step_starts)
+        if m.step_started_at is not None and (not starts or starts[-1].at != m.step_started_at):
+            starts.append(StepStart(at=m.step_started_at, weight=m.canary_weight))
+        return starts[-STEP_STARTS_LIMIT:]
 
     def _requeue(self) -> timedelta:
         """The analysis interval, or sooner when a step or metrics deadline falls before it."""

@@ -17,6 +17,7 @@ from lossgate.model.conditions import Condition
 from lossgate.model.durations import Duration, Timestamp
 
 HISTORY_LIMIT = 20
+STEP_STARTS_LIMIT = 64  # steps (at most 20) plus edits and drift repairs; older ones are dropped
 
 
 class Phase(StrEnum):
@@ -69,6 +70,13 @@ class TrainingHealthStatus(ApiModel):
     updated_at: Timestamp | None = None
 
 
+class StepStart(ApiModel):
+    """When the canary weight last changed to `weight` in this rollout (the judge's strata)."""
+
+    at: Timestamp
+    weight: int = Field(ge=0, le=100)
+
+
 class HistoryEntry(ApiModel):
     """One decision, with the numbers it was taken on."""
 
@@ -115,6 +123,16 @@ class ModelRolloutStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     history: list[HistoryEntry] = Field(default_factory=list, description=f"Last {HISTORY_LIMIT} decisions.")
+    step_starts: list[StepStart] = Field(
+        default_factory=list,
+        max_length=STEP_STARTS_LIMIT,
+        description="Every weight change of this rollout, so evidence since its start is judged per split.",
+    )
+
+    @field_validator("step_starts", mode="before")
+    @classmethod
+    def _bounded_starts(cls, v: Any) -> Any:
+        return v[-STEP_STARTS_LIMIT:] if isinstance(v, list) else v
 
     @field_validator("history", mode="before")
     @classmethod

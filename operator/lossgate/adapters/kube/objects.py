@@ -1,0 +1,118 @@
+"""The ModelRollout's own object and the few others it names (Secrets, the canary Deployment).
+
+Errors come back as `Problem`s, classified like the routers' (not found, forbidden, conflict,
+unavailable), with messages that name the object and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from lossgate.core.evidence import Problem
+from lossgate.ports import RouterErrorKind
+
+GROUP, VERSION, PLURAL = "lossgate.io", "v1alpha1", "modelrollouts"
+SCALED_FROM_ANNOTATION = "lossgate.io/replicas-before-scale-down"
+
+
+def classify_api_error(err: Exception, what: str, fix: str = "") -> Problem:
+    """One Problem for an API call on `what` (e.g. 'Secret ml/prom-token')."""
+    if isinstance(err, ApiException):
+        try:
+            detail = json.loads(err.body or "{}").get("message", "") if err.body else ""
+        except ValueError:
+            detail = str(err.body)[:200]
+        detail = detail or err.reason or ""
+        kind = {
+            404: RouterErrorKind.NOT_FOUND,
+            403: RouterErrorKind.FORBIDDEN,
+            409: RouterErrorKind.CONFLICT,
+        }.get(
+            err.status or 0,
+            RouterErrorKind.UNAVAILABLE if (err.status or 0) >= 500 else RouterErrorKind.INVALID,
+        )
+        hint = {
+            RouterErrorKind.NOT_FOUND: f"{what} does not exist: create it or fix the reference in the spec",
+            RouterErrorKind.FORBIDDEN: f"the operator may not access {what}: grant it in the RBAC",
+        }.get(kind, f"{what}: {detail}")
+        msg = (
+            f"{hint} ({err.status}: {detail})"
+            if kind in (RouterErrorKind.NOT_FOUND, RouterErrorKind.FORBIDDEN)
+            else hint
+        )
+        return Problem(kind.value, f"{msg}{'; ' + fix if fix else ''}", {"status": str(err.status)})
+    if isinstance(err, HTTPError | OSError):
+        return Problem(
+            RouterErrorKind.UNAVAILABLE.value, f"the API server could not be reached for {what}: {err}"
+        )
+    return Problem(RouterErrorKind.UNAVAILABLE.value, f"{what}: unexpected {type(err).__name__}: {err}")
+
+
+class RolloutObjects:
+    """Writes on one ModelRollout (and reads of what it references), through a kubernetes ApiClient."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> Problem | None:
+        """Replace status through the status subresource with one merge patch (None values delete)."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+            )
+        except Exception as err:
+            return classify_api_error(err, f"ModelRollout {namespace}/{name} status")
+        return None
+
+    def remove_annotations(self, namespace: str, name: str, keys: list[str]) -> Problem | None:
+        if not keys:
+            return None
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": dict.fromkeys(keys)}}
+            )
+        except Exception as err:
+            return classify_api_error(err, f"ModelRollout {namespace}/{name} annotations")
+        return None
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | Problem:
+        what = f"Secret {namespace}/{name}"
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except Exception as err:
+            return classify_api_error(err, what)
+        raw = (secret.data or {}).get(key)
+        if raw is None:
+            return Problem(
+                RouterErrorKind.INVALID.value, f"{what} has no key {key!r}: add it or fix the secret ref"
+            )
+        return base64.b64decode(raw).decode().strip()
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int | None) -> Problem | None:
+        """replicas=0 scales down and remembers the count; None restores the remembered count."""
+        what = f"Deployment {namespace}/{name}"
+        try:
+            dep = self.apps.read_namespaced_deployment(name, namespace)
+            annotations = dep.metadata.annotations or {}
+            current = int(dep.spec.replicas or 0)
+            if replicas is None:
+                target = int(annotations.get(SCALED_FROM_ANNOTATION, current or 1))
+                note: dict[str, str | None] = {SCALED_FROM_ANNOTATION: None}
+            else:
+                target = replicas
+                note = {SCALED_FROM_ANNOTATION: str(current)} if replicas == 0 and current > 0 else {}
+            if note:
+                self.apps.patch_namespaced_deployment(name, namespace, {"metadata": {"annotations": note}})
+            if current != target:
+                self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": target}})
+        except Exception as err:
+            return classify_api_error(err, what)
+        return None

@@ -1,0 +1,146 @@
+"""A traffic driver standing in for the gateway's data plane.
+
+It reads the backend weights the operator wrote into an HTTPRoute rule (from the API server, once a
+second), sends each request to one backend chosen with those weights, and delivers the true label
+later (exponential delay) in batches, as a label-join job would.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+from kubernetes import client
+
+from lossgate.demo.models import Traffic
+
+GW_GROUP, GW_VERSION = "gateway.networking.k8s.io", "v1"
+
+
+class _Backend:
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+
+    def post(self, path: str, doc: object) -> object:
+        body = json.dumps(doc).encode()
+        for attempt in (1, 2):  # one reconnect: the server may have closed an idle keep-alive socket
+            try:
+                self.conn.request("POST", path, body, {"Content-Type": "application/json"})
+                resp = self.conn.getresponse()
+                data = resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"{path} -> {resp.status}: {data[:200]!r}")
+                return json.loads(data)
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                if attempt == 2:
+                    raise
+        return None
+
+
+@dataclass
+class TrafficDriver:
+    api: client.ApiClient
+    namespace: str
+    route: str
+    backends: dict[str, str]  # Service name in the HTTPRoute -> model server URL
+    traffic: Traffic
+    rate: float = 100.0  # requests per second
+    label_delay_s: float = 1.0  # mean of the exponential label delay
+    rule_index: int = 0
+    seed: int = 0
+    sent: Counter[str] = field(default_factory=Counter)
+    labelled: Counter[str] = field(default_factory=Counter)
+    errors: int = 0
+    weights: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"driver-{self.route}", daemon=True)
+        self._rng = np.random.default_rng(self.seed)
+        self._pending: deque[tuple[float, str, str, int]] = deque()  # (due, backend, id, label)
+
+    def start(self) -> TrafficDriver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def read_weights(self) -> dict[str, int]:
+        route = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            GW_GROUP, GW_VERSION, self.namespace, "httproutes", self.route
+        )
+        refs = route["spec"]["rules"][self.rule_index].get("backendRefs", [])
+        return {r["name"]: int(r.get("weight", 1)) for r in refs if r["name"] in self.backends}
+
+    def _run(self) -> None:
+        conns = {name: _Backend(url) for name, url in self.backends.items()}
+        next_weights = 0.0
+        next_labels = 0.0
+        interval = 1.0 / self.rate
+        due = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_weights:
+                try:
+                    self.weights = self.read_weights()
+                except (
+                    Exception
+                ):  # the API server restarting is not the driver's problem: keep the last split
+                    self.errors += 1
+                next_weights = now + 1.0
+            if now >= next_labels:
+                self._deliver_labels(conns, now)
+                next_labels = now + 0.25
+            if now < due:
+                self._stop.wait(min(due - now, 0.05))
+                continue
+            due += interval
+            self._send_one(conns, now)
+
+    def _send_one(self, conns: dict[str, _Backend], now: float) -> None:
+        total = sum(self.weights.values())
+        if total <= 0:
+            return
+        names = list(self.weights)
+        p = np.array([self.weights[n] for n in names], dtype=float) / total
+        backend = names[int(self._rng.choice(len(names), p=p))]
+        row = int(self._rng.integers(len(self.traffic.labels)))
+        pid = uuid.uuid4().hex
+        try:
+            conns[backend].post("/predict", {"id": pid, "features": self.traffic.features[row].tolist()})
+        except (RuntimeError, OSError, http.client.HTTPException):
+            self.errors += 1
+            return
+        self.sent[backend] += 1
+        delay = float(self._rng.exponential(self.label_delay_s))
+        self._pending.append((now + delay, backend, pid, int(self.traffic.labels[row])))
+
+    def _deliver_labels(self, conns: dict[str, _Backend], now: float) -> None:
+        batches: dict[str, list[dict[str, object]]] = {}
+        keep: deque[tuple[float, str, str, int]] = deque()
+        while self._pending:
+            item = self._pending.popleft()
+            if item[0] <= now:
+                batches.setdefault(item[1], []).append({"id": item[2], "label": item[3]})
+            else:
+                keep.append(item)
+        self._pending = keep
+        for backend, batch in batches.items():
+            try:
+                conns[backend].post("/labels", batch)
+                self.labelled[backend] += len(batch)
+            except (RuntimeError, OSError, http.client.HTTPException):
+                self.errors += 1

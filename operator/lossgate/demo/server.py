@@ -1,0 +1,103 @@
+"""A demo model server: one model version behind HTTP, exporting real per-request cross-entropy.
+
+    POST /predict  {"id": "...", "features": [64 floats]}  -> {"probabilities": [...], "version": "..."}
+    POST /labels   [{"id": "...", "label": 3}, ...]       -> {"accepted": n}   (labels arrive later)
+    GET  /metrics  Prometheus exposition (lossgate.instrument serving metrics)
+
+Run: python -m lossgate.demo.server --model digits --version v1 --variant baseline --port 8001
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from lossgate.demo.models import train
+from lossgate.instrument.serving import LossRecorder
+
+
+class ModelServer:
+    def __init__(self, model: str, version: str, variant: str) -> None:
+        self.model_name, self.version = model, version
+        self.clf = train(variant)
+        self.registry = CollectorRegistry()
+        self.recorder = LossRecorder(registry=self.registry, capacity=100_000, ttl_seconds=600)
+
+    def predict(self, pid: str, features: list[float]) -> list[float]:
+        probs = self.clf.predict_proba(np.asarray(features, dtype=np.float64).reshape(1, -1))[0]
+        self.recorder.record_prediction(pid, probabilities=probs, model=self.model_name, version=self.version)
+        return [float(p) for p in probs]
+
+    def label(self, pid: str, label: int) -> None:
+        self.recorder.record_label(pid, int(label))
+
+
+def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the driver reuses one connection
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request is noise
+            pass
+
+        def _reply(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/metrics"):
+                self._reply(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                self._reply(200, b'{"ok": true}')
+            else:
+                self._reply(404, b'{"error": "not found"}')
+
+        def do_POST(self) -> None:
+            try:
+                doc = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
+                if self.path == "/predict":
+                    probs = server.predict(str(doc["id"]), doc["features"])
+                    self._reply(200, json.dumps({"probabilities": probs, "version": server.version}).encode())
+                elif self.path == "/labels":
+                    for item in doc:
+                        server.label(str(item["id"]), int(item["label"]))
+                    self._reply(200, json.dumps({"accepted": len(doc)}).encode())
+                else:
+                    self._reply(404, b'{"error": "not found"}')
+            except (KeyError, TypeError, ValueError) as err:
+                self._reply(400, json.dumps({"error": f"bad request: {err}"}).encode())
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="digits")
+    p.add_argument("--version", required=True)
+    p.add_argument("--variant", required=True, choices=("baseline", "good", "bad"))
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    args = p.parse_args(argv)
+    model = ModelServer(args.model, args.version, args.variant)
+    httpd = ThreadingHTTPServer((args.host, args.port), _handler(model))
+    httpd.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())
+    print(
+        f"serving {args.model}:{args.version} ({args.variant}) on http://{args.host}:{args.port}", flush=True
+    )
+    httpd.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Apply a Decision's actions idempotently: router weights, canary scale, Events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lossgate.adapters.kube import RolloutObjects
+from lossgate.core.actions import EmitEvent, ScaleCanary, SetWeight
+from lossgate.core.decision import Decision
+from lossgate.core.evidence import Problem, Weights
+from lossgate.ports import TrafficRouter
+
+EventSink = Callable[[EmitEvent], None]
+
+
+@dataclass
+class Applied:
+    weights: Weights | None = None  # what the router reports after the write
+    problems: list[Problem] = field(default_factory=list)
+
+
+async def apply(
+    decision: Decision, *, router: TrafficRouter, objects: RolloutObjects, namespace: str, emit: EventSink
+) -> Applied:
+    out = Applied()
+    for action in decision.actions:
+        match action:
+            case SetWeight():
+                got = await asyncio.to_thread(router.set_weights, action.weights)
+                if isinstance(got, Problem):
+                    out.problems.append(got)
+                else:
+                    out.weights = got
+            case ScaleCanary():
+                problem = await asyncio.to_thread(
+                    objects.scale_deployment, namespace, action.deployment, action.replicas
+                )
+                if problem is not None:
+                    out.problems.append(problem)
+            case EmitEvent():
+                emit(action)
+    return out

@@ -1,0 +1,119 @@
+"""kopf handlers: thin. Startup builds the dependencies; a daemon per ModelRollout runs ticks;
+a validation handler rejects bad specs once (no retry storm); a finalizer restores the baseline.
+
+Run with `lossgate operator` (or `kopf run -m lossgate.reconcile.handlers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from lossgate.core.actions import EmitEvent
+from lossgate.core.evidence import Problem, Weights
+from lossgate.model import ModelRolloutSpec
+from lossgate.model.status import Phase
+from lossgate.ports import RouterErrorKind
+from lossgate.reconcile.deps import Deps, OperatorConfig, load_api_client
+from lossgate.reconcile.mapping import SpecProblem, route_ref
+from lossgate.reconcile.rollout import parse_spec, report_invalid, status_of, tick
+
+GROUP, VERSION, PLURAL = "lossgate.io", "v1alpha1", "modelrollouts"
+RESOURCE = (GROUP, VERSION, PLURAL)
+_GONE = {
+    RouterErrorKind.NOT_FOUND.value,
+    RouterErrorKind.CRD_MISSING.value,
+    RouterErrorKind.BACKEND_NOT_FOUND.value,
+}
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf keeps its bookkeeping in lossgate.io annotations, never in our structural status.
+    settings.persistence.finalizer = "lossgate.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lossgate.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="lossgate.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our decisions post their own Events
+    settings.watching.server_timeout = 300
+    if "deps" not in memo:  # tests may pass a memo with their own Deps
+        memo["deps"] = Deps(api_client=load_api_client(), settings=OperatorConfig.from_env())
+    deps: Deps = memo["deps"]
+    if deps.settings.metrics_port > 0:
+        deps.telemetry.serve(deps.settings.metrics_port)
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    if "deps" in memo:
+        memo["deps"].close()
+
+
+def _emitter(body: kopf.Body) -> Any:
+    def emit(e: EmitEvent) -> None:
+        kopf.event(body, type=e.type.value, reason=e.reason, message=e.message[:1000])
+
+    return emit
+
+
+@kopf.on.create(*RESOURCE)
+@kopf.on.resume(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def validate(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse a spec the operator cannot act on, once: condition + Event, then a permanent error."""
+    spec = parse_spec(body)
+    problems = spec if isinstance(spec, list) else []
+    if isinstance(spec, ModelRolloutSpec):
+        try:
+            route_ref(body["metadata"]["namespace"], spec)
+        except SpecProblem as err:
+            problems = [str(err)]
+    if problems:
+        deps: Deps = memo["deps"]
+        await report_invalid(deps, body, problems, _emitter(body))
+        raise kopf.PermanentError("; ".join(problems))
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
+async def analyse(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+) -> None:
+    """The rollout loop: one tick, then sleep for the decision's requeue (a live body sees spec edits)."""
+    deps: Deps = memo["deps"]
+    emit = _emitter(body)
+    while not stopped:
+        try:
+            async with deps.semaphore:
+                requeue = await tick(deps, body, emit)
+        except Exception:  # a bug must not kill the loop of this rollout: log, back off, try again
+            logger.exception("analysis tick failed; retrying in 30s")
+            requeue_s = 30.0
+        else:
+            requeue_s = max(1.0, requeue.total_seconds())
+        await stopped.wait(requeue_s)
+
+
+@kopf.on.delete(*RESOURCE)
+async def restore_baseline(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """Deleted mid-rollout: route 100% back to the baseline. After promotion the canary keeps its traffic."""
+    deps: Deps = memo["deps"]
+    if status_of(body).phase == Phase.PROMOTED:
+        return
+    spec = parse_spec(body)
+    if not isinstance(spec, ModelRolloutSpec):
+        return
+    try:
+        router = deps.router(route_ref(body["metadata"]["namespace"], spec))
+    except SpecProblem:
+        return
+    got = await asyncio.to_thread(router.set_weights, Weights(baseline=100, canary=0))
+    if isinstance(got, Problem):
+        if got.kind in _GONE:
+            logger.warning("nothing to restore: %s", got.message)
+            return
+        raise kopf.TemporaryError(f"could not restore the baseline's traffic: {got.message}", delay=10)
+    logger.info("restored 100%% of traffic to the baseline %s", spec.baseline.version)

@@ -1,0 +1,94 @@
+"""Spec -> the small references and configs the adapters and the core take (never the whole CR)."""
+
+from __future__ import annotations
+
+from lossgate.adapters.routers import GatewayRouteRef, IstioRouteRef, ReplicaRef, RouteRef
+from lossgate.core.health import HealthConfig
+from lossgate.core.judge import JudgeConfig
+from lossgate.model import ModelRolloutSpec
+from lossgate.ports import LossSeriesRef
+
+
+class SpecProblem(ValueError):
+    """A spec the schema accepted but the operator cannot act on (names the field and the fix)."""
+
+
+def route_ref(namespace: str, spec: ModelRolloutSpec) -> RouteRef:
+    tr = spec.traffic_routing
+    if tr.gateway_api is not None:
+        return GatewayRouteRef(
+            namespace=namespace,
+            name=tr.gateway_api.http_route,
+            rule_index=tr.gateway_api.rule_index,
+            baseline_service=spec.baseline.service,
+            canary_service=spec.canary.service,
+        )
+    if tr.istio is not None:
+        index = (
+            tr.istio.route_index if tr.istio.route_name is None and tr.istio.route_index is not None else None
+        )
+        return IstioRouteRef(
+            namespace=namespace,
+            name=tr.istio.virtual_service,
+            baseline_host=spec.baseline.service,
+            canary_host=spec.canary.service,
+            route_name=tr.istio.route_name,
+            route_index=0 if tr.istio.route_name is None and index is None else index,
+        )
+    if spec.baseline.deployment is None or spec.canary.deployment is None:
+        raise SpecProblem(
+            "spec.baseline.deployment and spec.canary.deployment are required with trafficRouting.replicas: "
+            "name the two Deployments behind the Service"
+        )
+    return ReplicaRef(
+        namespace=namespace,
+        baseline_deployment=spec.baseline.deployment,
+        canary_deployment=spec.canary.deployment,
+    )
+
+
+def loss_ref(namespace: str, spec: ModelRolloutSpec) -> LossSeriesRef:
+    loss = spec.analysis.loss
+    q = loss.queries
+    return LossSeriesRef(
+        namespace=namespace,
+        model=spec.model,
+        baseline_version=spec.baseline.version,
+        canary_version=spec.canary.version,
+        metric=loss.effective_metric,
+        count_template=q.count if q else None,
+        sum_template=q.sum if q else None,
+        sumsq_template=q.sum_squares if q else None,
+        tail_template=q.tail if q else None,
+    )
+
+
+def judge_config(spec: ModelRolloutSpec) -> JudgeConfig:
+    loss = spec.analysis.loss
+    return JudgeConfig(
+        margin=loss.margin,
+        relative_margin=loss.relative_margin,
+        alpha_rollback=loss.alpha_rollback,
+        alpha_promote=loss.alpha_promote,
+        min_samples_before_rollback=float(loss.min_samples_before_rollback),
+        min_samples_before_promote=float(loss.min_samples_before_promotion),
+        catastrophic_alpha=loss.alpha_catastrophic,
+    )
+
+
+def health_config(spec: ModelRolloutSpec) -> HealthConfig:
+    g = spec.analysis.gradient_health
+    window = max(2, g.window_steps)
+    return HealthConfig(
+        warmup_steps=float(g.warmup_steps),
+        window=window,
+        min_history=min(60, window),
+        grad_norm_spike_z=g.grad_norm_spike_z,
+        loss_spike_z=g.loss_spike_z,
+        spikes_per_1000=g.max_spikes_per_1000_steps,
+        warn_spikes_per_1000=g.max_spikes_per_1000_steps,
+        max_consecutive_skips=g.max_consecutive_skipped_steps,
+        loss_scale_drop=g.loss_scale_drop_factor,
+        rank_divergence_z=g.rank_divergence_z,
+        allow_nonfinite=g.allow_non_finite,
+    )

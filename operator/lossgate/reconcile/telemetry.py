@@ -1,0 +1,52 @@
+"""The operator's own Prometheus metrics, served on --metrics-port (default 8090)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Failed")
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.rollouts = Gauge(
+            "lossgate_rollouts", "ModelRollouts by phase.", ["namespace", "phase"], registry=self.registry
+        )
+        self.decisions = Counter(
+            "lossgate_decisions_total",
+            "Decisions taken, by kind (advance, promote, rollback, hold, ...).",
+            ["namespace", "name", "kind"],
+            registry=self.registry,
+        )
+        self.analysis_seconds = Histogram(
+            "lossgate_analysis_duration_seconds",
+            "Wall time of one analysis tick (observe, decide, apply, status write).",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.query_errors = Counter(
+            "lossgate_prometheus_query_errors_total",
+            "Prometheus reads that failed, by error kind (Unavailable, NoData, BadQuery, Partial).",
+            ["namespace", "name", "kind"],
+            registry=self.registry,
+        )
+        self.canary_weight = Gauge(
+            "lossgate_canary_weight_percent",
+            "Canary weight in force.",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
+        self._phase_of: dict[tuple[str, str], str] = {}
+
+    def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """Move one rollout between phase gauges (None: the rollout is gone)."""
+        old = self._phase_of.pop((namespace, name), None)
+        if old is not None:
+            self.rollouts.labels(namespace, old).dec()
+        if phase is not None:
+            self._phase_of[(namespace, name)] = phase
+            self.rollouts.labels(namespace, phase).inc()
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
