@@ -47,7 +47,9 @@ def _serve_arm(prometheus: Prometheus, version: str, n: int = 5) -> Any:
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     prometheus.add_target(f"127.0.0.1:{port}")
     prometheus.wait_target_up(f"127.0.0.1:{port}")
-    wait_until(lambda: prometheus.query(f'model_prediction_loss_count{{version="{version}"}}'), 20, version)
+    wait_until(
+        lambda: bool(prometheus.query(f'model_prediction_loss_count{{version="{version}"}}')), 20, version
+    )
     return httpd
 
 
@@ -67,7 +69,7 @@ def test_stopped_prometheus_is_unavailable_after_bounded_retries_with_backoff(pr
     # Then both are Unavailable (not a regression), naming the address, after 3 attempts each
     for problem in (loss, training):
         assert isinstance(problem, Problem)
-        assert problem.kind == MetricsErrorKind.UNAVAILABLE == "Unavailable"
+        assert problem.kind == MetricsErrorKind.UNAVAILABLE and problem.kind == "Unavailable"
         assert problem.details["reason"] == "ConnectionError" and problem.details["attempts"] == "3"
         assert prometheus.url in problem.message and "Connection refused" in problem.message
     assert client.requests_sent == 6

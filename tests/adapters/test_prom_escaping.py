@@ -99,7 +99,7 @@ def test_hostile_values_in_a_regex_matcher_template_match_literally(served: Prom
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(value=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40))
+@given(value=st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40))
 def test_escaped_values_round_trip_through_the_prometheus_parser(prometheus: Prometheus, value: str) -> None:
     # Given any label value, When it is quoted into an equality matcher that absent() echoes back
     (series,) = prometheus.query(f"absent(lossgate_no_such_metric{{v={quote(value)}}})")

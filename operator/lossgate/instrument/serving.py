@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -87,6 +88,7 @@ class LossRecorder:
         self._evicted: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self._unknown = 0
         self.registry = registry
+        self._servers: list[Any] = []
         if registry is not None:
             registry.register(self)
 
@@ -145,9 +147,23 @@ class LossRecorder:
             return len(self._pending)
 
     def serve(self, port: int = 0, addr: str = "0.0.0.0") -> int:
-        """Serve this recorder's registry on /metrics in a daemon thread; returns the bound port."""
+        """Serve this recorder's registry on /metrics in a daemon thread; returns the bound port.
+
+        (Or mount `prometheus_client.make_wsgi_app(registry)` / `make_asgi_app(registry)` in your app.)
+        """
         server, _ = start_http_server(port, addr=addr, registry=self.registry or REGISTRY)
+        self._servers.append(server)
         return int(server.server_address[1])
+
+    def close(self) -> None:
+        """Stop the /metrics servers started by serve() and unregister from the registry."""
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()
+        if self.registry is not None:
+            self.registry.unregister(self)
+            self.registry = None
 
     # Internals ------------------------------------------------------------------------------------
     def _state(self, key: _Key) -> _Series:

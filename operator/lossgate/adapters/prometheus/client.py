@@ -51,13 +51,15 @@ class PrometheusConfig:
     namespace_label: str | None = None  # when set, default selectors also match <label>="<namespace>"
     tail_le: str = "4.6"  # `le` of the catastrophic-loss bucket
 
-    def __post_init__(self) -> None:
+    def invalid(self) -> str | None:
+        """What is wrong with this configuration (reported as a BadQuery problem, never raised)."""
         if not self.address.startswith(("http://", "https://")):
-            raise ValueError(f"Prometheus address must start with http:// or https://, got {self.address!r}")
+            return f"the Prometheus address must start with http:// or https://, got {self.address!r}"
         if self.bearer_token and self.basic_auth:
-            raise ValueError("give either bearer_token or basic_auth, not both")
-        if self.timeout_s <= 0 or self.retries < 0:
-            raise ValueError("timeout_s must be > 0 and retries >= 0")
+            return "give either a bearer token or basic auth for Prometheus, not both"
+        if self.timeout_s <= 0 or self.retries < 0 or self.lookback_s < 0:
+            return f"timeout must be > 0 and retries >= 0 (got {self.timeout_s}s, {self.retries})"
+        return None
 
 
 class QueryFailed(Exception):
@@ -120,7 +122,11 @@ class PromClient:
         )  # fmt: skip
 
     def _call(self, query: str, do: Callable[[Any], Any]) -> list[dict[str, Any]]:
-        attempts = 1 + self.config.retries
+        invalid = self.config.invalid()
+        if invalid:
+            details = {"address": self.address, "reason": "InvalidConfig"}
+            raise QueryFailed(Problem(MetricsErrorKind.BAD_QUERY.value, invalid, details))
+        attempts = 1 + max(self.config.retries, 0)
         for attempt in range(attempts):
             self.requests_sent += 1
             try:
