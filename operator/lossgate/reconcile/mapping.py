@@ -91,4 +91,6 @@ def health_config(spec: ModelRolloutSpec) -> HealthConfig:
         loss_scale_drop=g.loss_scale_drop_factor,
         rank_divergence_z=g.rank_divergence_z,
         allow_nonfinite=g.allow_non_finite,
+        max_grad_norm_spike=g.max_grad_norm_spike,
+        max_rank_divergence=g.max_rank_divergence,
     )

@@ -1,0 +1,78 @@
+"""One demo/e2e scenario: a namespace with a baseline and a canary model server, their Services,
+an HTTPRoute, the canary's backfilled training run, a traffic driver, and the ModelRollout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossgate.demo.driver import TrafficDriver
+from lossgate.demo.models import traffic
+from lossgate.demo.stack import Stack
+
+EXPECTED = {"good": "Promoted", "bad": "RolledBack", "nonfinite": "Failed"}
+
+
+@dataclass
+class Scenario:
+    name: str  # also the namespace, the model label, the route and the rollout name
+    canary_variant: str  # good | bad
+    nan_at: int | None = None  # the canary's training run diverges at this step
+    rate: float = 60.0  # requests per second through the driver
+    driver: TrafficDriver | None = field(default=None, repr=False)
+
+    @property
+    def run(self) -> str:
+        return f"{self.name}-train-v2"
+
+    @property
+    def baseline_service(self) -> str:
+        return f"{self.name}-v1"
+
+    @property
+    def canary_service(self) -> str:
+        return f"{self.name}-v2"
+
+    def prepare(self, stack: Stack, namespace: str | None = None) -> str:
+        """Model servers, Services and the HTTPRoute (baseline 100%, canary 0%). Returns the namespace."""
+        ns = stack.namespace(namespace or self.name)
+        base = stack.start_model(self.name, "v1", "baseline", self.baseline_service)
+        canary = stack.start_model(self.name, "v2", self.canary_variant, self.canary_service)
+        for svc in (self.baseline_service, self.canary_service):
+            stack.create_service(ns, svc)
+        stack.create_route(ns, self.name, self.baseline_service, self.canary_service)
+        self.driver = TrafficDriver(
+            stack.api, ns, self.name, {base.service: base.url, canary.service: canary.url}, traffic(),
+            rate=self.rate, label_delay_s=1.0,
+        )  # fmt: skip
+        return ns
+
+    def manifest(self, prometheus_url: str, **overrides: Any) -> dict[str, Any]:
+        """A fast but honest rollout: 2 s analysis interval, small quotas, 5% relative margin."""
+        spec: dict[str, Any] = {
+            "model": self.name,
+            "baseline": {"version": "v1", "service": self.baseline_service},
+            "canary": {"version": "v2", "service": self.canary_service, "trainingRun": self.run},
+            "trafficRouting": {"gatewayAPI": {"httpRoute": self.name}},
+            "steps": [{"weight": 10}, {"weight": 25}, {"weight": 50}, {"weight": 100}],
+            "stepDefaults": {"minSamples": 150, "minDuration": "6s"},
+            "analysis": {
+                "interval": "2s",
+                "prometheus": {"address": prometheus_url, "timeout": "5s"},
+                "loss": {
+                    "relativeMargin": 0.05,
+                    "minSamplesBeforeRollback": 150,
+                    "minSamplesBeforePromotion": 600,
+                },
+                "gradientHealth": {"warmupSteps": 50},
+                "onMetricsUnavailable": {"action": "Hold", "after": "60s"},
+            },
+        }
+        for key, value in overrides.items():
+            spec[key] = value
+        return {
+            "apiVersion": "lossgate.io/v1alpha1",
+            "kind": "ModelRollout",
+            "metadata": {"name": self.name},
+            "spec": spec,
+        }
