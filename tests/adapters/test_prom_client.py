@@ -3,6 +3,7 @@ a bearer token through an auth proxy in front of it, timeouts, 5xx retries, and 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -207,3 +208,19 @@ def test_wrong_path_prefix_is_unavailable_with_a_hint(prometheus: Prometheus) ->
     problem = _problem(client)
     assert problem.kind == "Unavailable" and problem.details["status"] == "404"
     assert "path prefix" in problem.message and client.requests_sent == 1
+
+
+def test_concurrent_reads_from_an_event_loop_via_to_thread(prometheus: Prometheus) -> None:
+    # Given one adapter shared by many rollouts, When 12 reads run at once off the event loop
+    client = PromClient(PrometheusConfig(prometheus.url))
+
+    async def main() -> list[list[dict[str, Any]]]:
+        reads = (asyncio.to_thread(client.instant, f"vector({i})", 1e9) for i in range(12))
+        return await asyncio.gather(*reads)
+
+    results = asyncio.run(main())
+    # Then each gets its own answer (one HTTP session per worker thread), and close() closes them all
+    assert [r[0]["value"][1] for r in results] == [str(i) for i in range(12)]
+    assert client.requests_sent == 12
+    client.close()
+    assert client.instant("vector(5)", 1e9)[0]["value"][1] == "5"  # reopens after close

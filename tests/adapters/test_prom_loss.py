@@ -31,6 +31,7 @@ from lossgate.ports import LossSeriesRef
 pytestmark = pytest.mark.prom
 MODEL = "fraud-scorer"
 VERSIONS = {"baseline": "v41", "canary": "v42"}
+INTERVAL = 1.5
 
 
 class _Quiet(WSGIRequestHandler):
@@ -99,9 +100,9 @@ def _wait_scraped(prometheus: Prometheus, exporters: list[Exporter]) -> None:
 def _state_at(prometheus: Prometheus, e: Exporter, t: float) -> tuple[float, float, float, float]:
     """The ledger entry Prometheus saw at instant t (the batch boundary whose count it holds)."""
     r = prometheus.query(_count_query(e), time=t)
-    if not r:
+    n = float(r[0]["value"][1]) if r else 0.0
+    if n == 0:  # no series yet, or predictions served but none labelled
         return (0.0, 0.0, 0.0, 0.0)
-    n = float(r[0]["value"][1])
     (entry,) = [x for x in e.ledger if x[0] == n]  # counts increase strictly: one entry per boundary
     return entry
 
@@ -144,9 +145,11 @@ def test_per_interval_arm_stats_equal_direct_computation(prometheus: Prometheus)
     start = round(time.time(), 3)
     pending: dict[int, list[tuple[int, np.ndarray, int]]] = {id(e): [] for e in pods}
 
-    # When 7 batches of predictions are served, each labelled one batch later (a delayed label),
-    # plus labels for ids nobody predicted, and Prometheus scrapes after every batch
+    # When 7 batches of predictions are served, one per 1.5 s interval, each labelled one batch later
+    # (a delayed label), plus labels for ids nobody predicted, and Prometheus scrapes every batch
     for batch in range(7):
+        due = start + batch * INTERVAL + 0.1
+        wait_until(lambda: time.time() > due, INTERVAL + 5, f"batch {batch}'s interval", interval=0.05)  # noqa: B023
         for j, e in enumerate(pods):
             for pid, p, label in pending[id(e)]:
                 e.label(pid, label, -math.log(max(p[label], 1e-6)))
@@ -162,17 +165,17 @@ def test_per_interval_arm_stats_equal_direct_computation(prometheus: Prometheus)
                         e.recorder.record_prediction(pid, probabilities=p, model=MODEL, version="v41")
                     pending[id(e)].append((pid, p, label))
         _wait_scraped(prometheus, pods)
-    end = _wait_for_instant(time.time(), start, 2.0)
+    end = _wait_for_instant(time.time(), start, INTERVAL)
 
     # Then the adapter's per-interval stats equal the ledger at the instants Prometheus saw, exactly
     metrics = PrometheusMetrics(PrometheusConfig(prometheus.url))
     ref = LossSeriesRef("ml-prod", MODEL, "v41", "v42")
-    intervals = metrics.loss_intervals(ref, _utc(start), _utc(end), 2.0)
+    intervals = metrics.loss_intervals(ref, _utc(start), _utc(end), INTERVAL)
     assert isinstance(intervals, list), intervals
-    assert len(intervals) == round((end - start) / 2.0) >= 4
-    assert sum(1 for iv in intervals if iv.baseline.n and iv.canary.n) >= 3  # the traffic spans intervals
+    assert len(intervals) == round((end - start) / INTERVAL) >= 7
+    assert sum(1 for iv in intervals if iv.baseline.n and iv.canary.n) >= 4  # the traffic spans intervals
     for k, iv in enumerate(intervals):
-        assert (iv.start, iv.end) == (round(start + 2.0 * k, 3), round(start + 2.0 * (k + 1), 3))
+        assert (iv.start, iv.end) == (round(start + INTERVAL * k, 3), round(start + INTERVAL * (k + 1), 3))
         assert iv.baseline == _expected(prometheus, pods[:2], iv.start, iv.end), k
         assert iv.canary == _expected(prometheus, pods[2:], iv.start, iv.end), k
 

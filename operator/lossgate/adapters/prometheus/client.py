@@ -77,7 +77,9 @@ class PromClient:
         self.config = config
         self.address = config.address.rstrip("/")
         self._sleep = sleep
-        self._local = threading.local()  # one requests.Session per thread
+        self._local = threading.local()  # one requests.Session per thread (Sessions are not thread-safe)
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
         self.requests_sent = 0
 
     def _api(self) -> Any:
@@ -92,13 +94,17 @@ class PromClient:
                 retry=Retry(total=0, read=False, raise_on_status=False),  # ours: classified, bounded
             )  # fmt: skip
             self._local.api = api
+            with self._all_lock:
+                self._all.append(api)
         return api
 
     def close(self) -> None:
-        api = getattr(self._local, "api", None)
-        if api is not None:
+        """Close every thread's session (a later query opens a new one)."""
+        with self._all_lock:
+            apis, self._all = self._all, []
+        for api in apis:
             api.close()
-            self._local.api = None
+        self._local = threading.local()
 
     def instant(self, query: str, at_s: float) -> list[dict[str, Any]]:
         params = {"time": f"{at_s:.3f}", "timeout": f"{round(self.config.timeout_s * 1000)}ms"}
