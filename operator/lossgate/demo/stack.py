@@ -161,6 +161,7 @@ class Stack:
         env = {
             "KUBECONFIG": str(self.plane.kubeconfig),
             "LOSSGATE_TRAINING_LOOKBACK_S": "3600",
+            "LOSSGATE_SCRAPE_LAG_S": "1.5",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }

@@ -34,6 +34,9 @@ class OperatorConfig:
     max_concurrent_analyses: int = 8
     metrics_port: int = 8090
     training_lookback: timedelta = timedelta(hours=6)
+    # Read up to this long before now: a sample still being scraped would otherwise be missed and the
+    # last interval change on the next read. About one scrape interval of the Prometheus in use.
+    scrape_lag: timedelta = timedelta(seconds=15)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:

@@ -61,9 +61,10 @@ async def observe(
     loss_ref: LossSeriesRef,
     now: datetime,
     training_lookback: timedelta,
+    scrape_lag: timedelta = timedelta(0),
 ) -> Observed:
     weights_task = asyncio.to_thread(router.get_weights)
-    loss_task = _loss(spec, status, metrics, loss_ref, now)
+    loss_task = _loss(spec, status, metrics, loss_ref, now - scrape_lag)
     health_task = _health(spec, metrics, now, training_lookback)
     weights, (loss, in_step, metrics_problem), (health, training_problem) = await asyncio.gather(
         weights_task, loss_task, health_task

@@ -75,6 +75,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         loss_ref=loss_ref(ns, spec),
         now=now,
         training_lookback=deps.settings.training_lookback,
+        scrape_lag=deps.settings.scrape_lag,
     )
     decision = decide(spec, status, observed.observation, now)
     applied = await apply(decision, router=router, objects=deps.objects, namespace=ns, emit=emit)

@@ -1,0 +1,109 @@
+"""The loop under failure: Prometheus down (hold, then act), operator killed mid-step, rollout deleted."""
+
+from __future__ import annotations
+
+from kubernetes.client.rest import ApiException
+
+from lossgate.demo.stack import Stack
+from lossgate.devenv.procs import wait_until
+from tests.e2e.conftest import TERMINAL, Launch, condition, history
+
+STAY_IN_STEP_1 = {"stepDefaults": {"minSamples": 1_000_000, "minDuration": "1h"}}
+
+
+def _wait_progressing_at(stack: Stack, namespace: str, weight: int) -> None:
+    def at() -> bool:
+        st = stack.rollout(namespace, "digits").get("status") or {}
+        return st.get("phase") == "Progressing" and st.get("canaryWeight") == weight
+
+    wait_until(at, 120, f"Progressing at {weight}%", stack.operator)
+    wait_until(lambda: stack.route_weights(namespace, "digits")["digits-v2"] == weight, 30, "route weight")
+
+
+def _metrics_available(stack: Stack, namespace: str) -> str:
+    return str(condition(stack.rollout(namespace, "digits"), "MetricsAvailable").get("status"))
+
+
+def test_prometheus_down_holds_the_weight_then_rolls_back(
+    stack: Stack, namespace: str, launch: Launch
+) -> None:
+    # Given a rollout on its first step that rolls back after 12 s without metrics
+    manifest = launch("good", apply=False).manifest(stack.prom.url, **STAY_IN_STEP_1)
+    manifest["spec"]["analysis"]["onMetricsUnavailable"] = {"action": "Rollback", "after": "12s"}
+    stack.apply_rollout(namespace, manifest)
+    _wait_progressing_at(stack, namespace, 10)
+    # When Prometheus stops
+    stack.prom.stop()
+    # Then the operator says so and holds the weight (unavailable metrics are not a regression)
+    wait_until(lambda: _metrics_available(stack, namespace) == "False", 30, "MetricsAvailable=False")
+    assert stack.route_weights(namespace, "digits")["digits-v2"] == 10
+    assert stack.rollout(namespace, "digits")["status"]["phase"] == "Progressing"
+    # And after onMetricsUnavailable.after it rolls back, canary at 0%
+    got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=60)
+    assert got["status"]["phase"] == "RolledBack", history(stack, namespace)
+    assert condition(got, "RolledBack")["reason"] == "MetricsUnavailable"
+    assert stack.route_weights(namespace, "digits") == {"digits-v1": 100, "digits-v2": 0}
+
+
+def test_prometheus_back_in_time_and_the_rollout_continues(
+    stack: Stack, namespace: str, launch: Launch
+) -> None:
+    # Given a rollout that holds (not rolls back) while metrics are unavailable
+    launch("good")
+    _wait_progressing_at(stack, namespace, 10)
+    # When Prometheus is down for a while
+    stack.prom.stop()
+    wait_until(lambda: _metrics_available(stack, namespace) == "False", 30, "MetricsAvailable=False")
+    held = stack.rollout(namespace, "digits")["status"]
+    assert held["phase"] == "Progressing" and held["canaryWeight"] == 10
+    # And comes back on the same port with its data
+    stack.prom.restart()
+    # Then metrics are available again and the rollout goes on to promotion
+    wait_until(lambda: _metrics_available(stack, namespace) == "True", 60, "MetricsAvailable=True")
+    got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=240)
+    assert got["status"]["phase"] == "Promoted", history(stack, namespace)
+
+
+def test_operator_killed_mid_step_resumes_at_the_same_step(
+    stack: Stack, namespace: str, launch: Launch
+) -> None:
+    # Given a rollout whose second step lasts at least 20 s
+    launch(
+        "good", steps=[{"weight": 10}, {"weight": 25, "minDuration": "20s"}, {"weight": 50}, {"weight": 100}]
+    )
+    _wait_progressing_at(stack, namespace, 25)
+    before = stack.rollout(namespace, "digits")["status"]
+    # When the operator is killed (SIGKILL: no chance to save anything) and started again
+    stack.stop_operator(kill=True)
+    assert stack.route_weights(namespace, "digits")["digits-v2"] == 25  # traffic stays as it was
+    stack.start_operator([namespace])
+    # Then it continues from status alone: same step starts, no restart, and finishes the rollout
+    got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=240)
+    trail = history(stack, namespace)
+    assert got["status"]["phase"] == "Promoted", trail
+    assert got["status"]["stepStarts"][:2] == before["stepStarts"][:2]
+    assert got["status"]["startedAt"] == before["startedAt"]
+    assert "Restart" not in trail
+
+
+def test_deleting_a_rollout_mid_way_restores_the_baseline(
+    stack: Stack, namespace: str, launch: Launch
+) -> None:
+    # Given a rollout with the canary at 10%
+    launch("good", **STAY_IN_STEP_1)
+    _wait_progressing_at(stack, namespace, 10)
+    # When the ModelRollout is deleted
+    stack.custom.delete_namespaced_custom_object(
+        "lossgate.io", "v1alpha1", namespace, "modelrollouts", "digits"
+    )
+
+    def gone() -> bool:
+        try:
+            stack.rollout(namespace, "digits")
+        except ApiException as err:
+            return err.status == 404
+        return False
+
+    # Then the finalizer sends all traffic back to the baseline before the object goes away
+    wait_until(gone, 60, "ModelRollout deleted", stack.operator)
+    assert stack.route_weights(namespace, "digits") == {"digits-v1": 100, "digits-v2": 0}
