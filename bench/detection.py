@@ -1,0 +1,450 @@
+"""Detection benchmark: lossgate's sequential judge against the usual canary rules, on the same
+simulated rollouts (STATISTICS.md "Limit and baselines"; issue 4).
+
+    .venv/bin/python bench/detection.py            # full size (10,000 replications per scenario)
+    .venv/bin/python bench/detection.py --quick    # 1,000 / 500 replications, for development
+
+Prints one table per scenario and a headline table, writes bench/results/detection.json and
+bench/results/detection.png (delay and power against effect size, per rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import optimize, special
+
+from _rules import (
+    ALPHA,
+    Outcome,
+    bonferroni,
+    calibrate_threshold,
+    fixed_horizon,
+    kayenta,
+    naive_welch,
+    pocock,
+    pocock_constant,
+    run_judge,
+    sprt,
+    threshold_rule,
+)
+from _sim import (
+    EASY,
+    INTERVAL_S,
+    LABELLED_PER_INTERVAL,
+    LOOKS,
+    LOOKS_PER_STEP,
+    RELATIVE_MARGIN,
+    STEP_WEIGHTS,
+    Scenario,
+    Streams,
+    scenarios,
+    simulate,
+)
+from lossgate.core.judge import DEFAULT_RHO_SCALES, JudgeConfig, planned_information
+from lossgate.core.mixture import log_lambda_mixture, rho_from_planned_information
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TYPICAL_THRESHOLD_FAILURES = 3  # Argo failureLimit / Flagger threshold as commonly configured
+KAYENTA_EVERY = 2  # Kayenta-style analysis every 2 intervals (1 minute)
+
+JUDGE = "lossgate judge"
+JUDGE_DEFAULT = "lossgate judge (default rho)"
+JUDGE_SINGLE = "lossgate, single rho (STATISTICS)"
+JUDGE_MATCHED = "lossgate, alpha for 1% actual"
+RULES = (
+    JUDGE,
+    JUDGE_DEFAULT,
+    JUDGE_SINGLE,
+    JUDGE_MATCHED,
+    "naive repeated Welch z",
+    "fixed horizon (end of ramp)",
+    "threshold, typical (2%, 3 fails)",
+    "threshold, calibrated to 1%",
+    "Kayenta-style Mann-Whitney",
+    "Bonferroni (80 looks)",
+    "Pocock (80 looks)",
+    "SPRT knowing theta1 (limit)",
+)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    rate: float  # rollouts rolled back by the end of the ramp (false rollbacks under a null, else power)
+    rate_low: float
+    rate_high: float
+    rolled: int
+    replications: int
+    median_intervals: float | None
+    mean_intervals: float | None
+    median_canary_samples: float | None
+    mean_canary_samples: float | None
+    promoted: float
+    mean_information_at_stop: float
+    ratio: float | None  # efficiency ratio to the SPRT limit (regressions only)
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def kl(p: float, q: float) -> float:
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def metrics(outcome: Outcome, s: Streams, reps: int) -> Metrics:
+    look = outcome.rollback_look
+    hit = look >= 0
+    k = int(hit.sum())
+    low, high = wilson(k, reps)
+    canary_cum = np.cumsum(s.nc, axis=-1)
+    rows = np.flatnonzero(hit)
+    intervals = (look[hit] + 1).astype(np.float64)
+    samples = canary_cum[rows, look[hit]]
+    info_stop = s.oracle_information[np.arange(reps), outcome.stop_look]
+    return Metrics(
+        rate=k / reps,
+        rate_low=low,
+        rate_high=high,
+        rolled=k,
+        replications=reps,
+        median_intervals=float(np.median(intervals)) if k else None,
+        mean_intervals=float(intervals.mean()) if k else None,
+        median_canary_samples=float(np.median(samples)) if k else None,
+        mean_canary_samples=float(samples.mean()) if k else None,
+        promoted=float(outcome.promoted.mean()),
+        mean_information_at_stop=float(info_stop.mean()),
+        ratio=None,
+    )
+
+
+def efficiency_ratio(m: Metrics, boundary: Metrics, effect: float) -> float | None:
+    """E[I_stop] d^2 / 2 / kl(1 - beta_hat || alpha_hat): 1 is Wald's limit for the error rates the
+    rule actually achieved (alpha_hat at the margin, beta_hat here); rates smoothed by +0.5/+1."""
+    alpha_hat = (boundary.rolled + 0.5) / (boundary.replications + 1)
+    power = (m.rolled + 0.5) / (m.replications + 1)
+    if power <= alpha_hat:
+        return None
+    return m.mean_information_at_stop * effect * effect / 2 / kl(power, alpha_hat)
+
+
+def fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def print_table(title: str, scenario: Scenario, results: dict[str, Metrics]) -> None:
+    kind = "false rollbacks" if scenario.null else "power"
+    effect = scenario.theta / scenario.margin
+    print(
+        f"\n=== {title}: theta = {scenario.theta:+.4f} nats, margin {scenario.margin:.4f} "
+        f"({effect:+.2f} margins), {scenario.replications} rollouts ==="
+    )
+    header = (
+        f"{'rule':34} {kind + ' (95% CI)':>26} {'med/mean intervals':>19} "
+        f"{'med/mean canary samples':>24} {'promoted':>9} {'ratio':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for rule, m in results.items():
+        rate = f"{m.rate:.4f} [{m.rate_low:.4f},{m.rate_high:.4f}]"
+        delay = f"{fmt(m.median_intervals, '.0f')}/{fmt(m.mean_intervals, '.1f')}"
+        samples = f"{fmt(m.median_canary_samples, '.0f')}/{fmt(m.mean_canary_samples, '.0f')}"
+        print(f"{rule:34} {rate:>26} {delay:>19} {samples:>24} {m.promoted:>9.3f} {fmt(m.ratio, '.2f'):>6}")
+
+
+def predicted_power(effect: float, information: float, rho: float, alpha: float) -> float:
+    """Power of the mixture test judged from the last look alone: theta_hat ~ N(theta, 1/I) must
+    exceed the boundary b with Lambda_plus(I b, I) = 1/alpha. A lower bound (earlier looks also count)."""
+    b = optimize.brentq(
+        lambda e: (
+            float(log_lambda_mixture(information * e, information, rho, DEFAULT_RHO_SCALES))
+            - math.log(1 / alpha)
+        ),
+        0,
+        10,
+    )
+    return float(special.ndtr((effect - b) * math.sqrt(information)))
+
+
+def plan() -> dict[str, Any]:
+    """The planning numbers a user would compute before the rollout (STATISTICS.md)."""
+    var = EASY.var
+    per_step = LABELLED_PER_INTERVAL * LOOKS_PER_STEP
+    steps = [(per_step, w / 100) for w in STEP_WEIGHTS]
+    i_star = planned_information(steps[:3], var)  # information near the end of the 25% step
+    i_end = planned_information(steps, var)
+    margin = RELATIVE_MARGIN * EASY.mean
+    rho = rho_from_planned_information(i_star, ALPHA)
+    return {
+        "labelled_per_interval": LABELLED_PER_INTERVAL,
+        "interval_s": INTERVAL_S,
+        "steps_percent": list(STEP_WEIGHTS),
+        "looks_per_step": LOOKS_PER_STEP,
+        "relative_margin": RELATIVE_MARGIN,
+        "margin_nats": margin,
+        "loss_mean": EASY.mean,
+        "loss_sd": math.sqrt(var),
+        "loss_skew": EASY.moment(3),
+        "loss_excess_kurtosis": EASY.moment(4) - 3,
+        "tail_rate_above_4.6": EASY.tail_rate,
+        "planned_information_25pct_end": i_star,
+        "planned_information_ramp_end": i_end,
+        "rho": rho,
+        "predicted_power_at_2_margins_last_look": predicted_power(margin, i_end, rho, ALPHA),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    the_plan = plan()
+    print(
+        "plan:",
+        ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in the_plan.items()),
+    )
+    judge_cfg = JudgeConfig(
+        relative_margin=RELATIVE_MARGIN, planned_information=the_plan["planned_information_25pct_end"]
+    )
+    default_cfg = JudgeConfig(relative_margin=RELATIVE_MARGIN)
+    single_cfg = JudgeConfig(
+        relative_margin=RELATIVE_MARGIN,
+        planned_information=the_plan["planned_information_25pct_end"],
+        rho_scales=(1.0,),
+    )
+    cal_stream = simulate(scenarios(1, 1)[0], args.calibration_reps, seed=args.seed + 999)
+    calibrated = calibrate_threshold(cal_stream, TYPICAL_THRESHOLD_FAILURES, target=0.01)
+    c_pocock = pocock_constant()
+    # "At equal false-rollback rate": the judge is conservative (Ville's bound is loose over 80 discrete
+    # looks), so also run it at the alpha_rollback that gives 1% actual false rollbacks at the margin,
+    # found on separate boundary rollouts. A rollout is rolled back iff the running-minimum p-value at
+    # the last look is <= alpha (the quota is met by then), so that alpha is a quantile.
+    boundary_scenario = next(sc for sc in scenarios(1, 1) if "boundary" in sc.name)
+    _, cal_path = run_judge(
+        simulate(boundary_scenario, args.calibration_reps, seed=args.seed + 998), judge_cfg
+    )
+    matched_alpha = float(np.exp(np.quantile(cal_path.log_p_regression[:, -1], 0.01)))
+    matched_cfg = dataclasses.replace(judge_cfg, alpha_rollback=min(matched_alpha, 0.49))
+    z_bonferroni = special.ndtri(1 - ALPHA / LOOKS)
+    print(
+        f"calibrated threshold (1% false rollbacks on {args.calibration_reps} separate equal-canary "
+        f"rollouts): {calibrated:.3f}; Pocock constant {c_pocock:.3f} vs Bonferroni {z_bonferroni:.3f}; "
+        f"judge alpha for 1% actual false rollbacks at the margin: {matched_alpha:.4f}"
+    )
+
+    out: dict[str, Any] = {
+        "plan": the_plan,
+        "rules": {
+            "calibrated_threshold": calibrated,
+            "threshold_failures": TYPICAL_THRESHOLD_FAILURES,
+            "pocock_constant": c_pocock,
+            "judge_alpha_for_1pct_actual": matched_alpha,
+            "alpha": ALPHA,
+            "kayenta_every_intervals": KAYENTA_EVERY,
+            "judge_config": {k: v for k, v in judge_cfg.__dict__.items()},
+        },
+        "scenarios": {},
+    }
+    boundary: dict[str, Metrics] = {}
+    for i, sc in enumerate(scenarios(args.null_reps, args.reps)):
+        t0 = time.perf_counter()
+        reps = sc.replications
+        s = simulate(sc, reps, seed=args.seed + i)
+        judge_out, path = run_judge(s, judge_cfg)
+        default_out, _ = run_judge(s, default_cfg)
+        single_out, _ = run_judge(s, single_cfg)
+        matched_out, _ = run_judge(s, matched_cfg)
+        effect = sc.theta - sc.margin
+        outcomes: dict[str, Outcome] = {
+            JUDGE: judge_out,
+            JUDGE_DEFAULT: default_out,
+            JUDGE_SINGLE: single_out,
+            JUDGE_MATCHED: matched_out,
+            RULES[4]: naive_welch(s),
+            RULES[5]: fixed_horizon(path),
+            RULES[6]: threshold_rule(s, RELATIVE_MARGIN, TYPICAL_THRESHOLD_FAILURES),
+            RULES[7]: threshold_rule(s, calibrated, TYPICAL_THRESHOLD_FAILURES),
+            RULES[8]: kayenta(s, KAYENTA_EVERY),
+            RULES[9]: bonferroni(path),
+            RULES[10]: pocock(path, c_pocock),
+            # Under a null the SPRT is designed for theta1 = 2 margins (it must assume some alternative).
+            RULES[11]: sprt(path, sc.margin if sc.null else effect),
+        }
+        results = {rule: metrics(o, s, reps) for rule, o in outcomes.items()}
+        if "boundary" in sc.name:
+            boundary = results
+        if not sc.null and boundary:
+            results = {
+                rule: Metrics(**{**m.__dict__, "ratio": efficiency_ratio(m, boundary[rule], effect)})
+                for rule, m in results.items()
+            }
+        print_table(sc.name, sc, results)
+        print(f"({time.perf_counter() - t0:.1f} s)")
+        out["scenarios"][sc.name] = {
+            "theta": sc.theta,
+            "margin": sc.margin,
+            "effect_in_margins": sc.theta / sc.margin,
+            "null": sc.null,
+            "replications": reps,
+            "label_delay": sc.label_delay,
+            "diurnal": sc.hard_share is not None,
+            "catastrophic_guard_fired": float(path.catastrophic.any(axis=-1).mean()),
+            "rules": {rule: m.__dict__ for rule, m in results.items()},
+        }
+    out["wall_s"] = time.perf_counter() - started
+    return out
+
+
+def headline(out: dict[str, Any]) -> str:
+    sc = out["scenarios"]
+    names = list(sc)
+    equal, boundary, two = names[0], names[2], names[3]
+    diurnal = next(n for n in names if n.startswith("diurnal"))
+    ten = next(n for n in names if n == "+10%")
+    five = next(n for n in names if n == "+5%")
+    rows = [
+        f"{'rule':34} {'FR equal':>9} {'FR bound':>9} {'FR diurn':>9} {'power 2d':>9} "
+        f"{'samples@2d':>11} {'samples@10%':>12} {'ratio 2d':>9} {'ratio 5%':>9} {'ratio 10%':>9}"
+    ]
+    rows.append("-" * len(rows[0]))
+    for rule in RULES:
+
+        def g(name: str, key: str, rule: str = rule) -> Any:
+            return sc[name]["rules"][rule][key]
+
+        rows.append(
+            f"{rule:34} {g(equal, 'rate'):>9.4f} {g(boundary, 'rate'):>9.4f} {g(diurnal, 'rate'):>9.4f} "
+            f"{g(two, 'rate'):>9.3f} {fmt(g(two, 'mean_canary_samples'), '.0f'):>11} "
+            f"{fmt(g(ten, 'mean_canary_samples'), '.0f'):>12} {fmt(g(two, 'ratio'), '.2f'):>9} "
+            f"{fmt(g(five, 'ratio'), '.2f'):>9} {fmt(g(ten, 'ratio'), '.2f'):>9}"
+        )
+    return "\n".join(rows)
+
+
+def plot(out: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
+        return False
+    sc = out["scenarios"]
+    # The plain scale-up scenarios from the boundary upward (no delays, no mix, no tail-only).
+    curve = [
+        n
+        for n, v in sc.items()
+        if not (v["label_delay"] or v["diurnal"] or n.startswith("tail"))
+        and v["effect_in_margins"] >= 1 - 1e-9
+    ]
+    curve.sort(key=lambda n: sc[n]["effect_in_margins"])
+    x = [sc[n]["effect_in_margins"] for n in curve]
+    fig, (ax_power, ax_delay) = plt.subplots(1, 2, figsize=(13, 5.2))
+    # The judge in black, its variants in greys, the other rules in distinct colours.
+    looks = {
+        JUDGE: ("black", "-", "o", 2.6),
+        JUDGE_DEFAULT: ("0.45", "--", "o", 1.2),
+        JUDGE_SINGLE: ("0.6", ":", "o", 1.4),
+        JUDGE_MATCHED: ("0.3", "-.", "o", 1.2),
+    }
+    others = [
+        "tab:red",
+        "tab:brown",
+        "tab:pink",
+        "tab:purple",
+        "tab:olive",
+        "tab:cyan",
+        "tab:blue",
+        "tab:orange",
+    ]
+    markers = ["s", "s", "^", "^", "v", "D", "d", "x"]
+    for rule, colour, marker in zip(RULES[4:], others, markers, strict=True):
+        looks[rule] = (colour, "-" if rule != RULES[-1] else ":", marker, 1.2)
+    for rule in RULES:
+        colour, line, marker, lw = looks[rule]
+        power = [sc[n]["rules"][rule]["rate"] for n in curve]
+        delay = [sc[n]["rules"][rule]["mean_canary_samples"] for n in curve]
+        style = {"color": colour, "ls": line, "marker": marker, "lw": lw, "ms": 4, "label": rule}
+        ax_power.plot(x, power, **style)
+        # Delay only for regressions: at the boundary the "detections" are the few false rollbacks.
+        seen = [(xi, d) for xi, d in zip(x, delay, strict=True) if d and xi > 1 + 1e-9]
+        ax_delay.plot([a for a, _ in seen], [d for _, d in seen], **style)
+    ax_power.axhline(0.9, color="grey", lw=0.6)
+    ax_power.axhline(ALPHA, color="grey", lw=0.6, ls=":")
+    ax_power.set_xscale("log")
+    ax_power.set_xlabel("true regression (multiples of the margin; 1 = the boundary, H0)")
+    ax_power.set_ylabel("rolled back by the end of the ramp")
+    ax_power.set_title("Rollback rate against effect size")
+    ax_delay.set_xscale("log")
+    ax_delay.set_yscale("log")
+    ax_delay.set_xlabel("true regression (multiples of the margin)")
+    ax_delay.set_ylabel("mean labelled canary samples at rollback (detected runs)")
+    ax_delay.set_title("Detection delay against effect size")
+    ax_power.legend(fontsize=7.5, loc="lower right")
+    for ax in (ax_power, ax_delay):
+        ax.grid(True, which="both", lw=0.3)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{v:g}" for v in x])
+        ax.minorticks_off()
+    p = out["plan"]
+    fig.suptitle(
+        f"lossgate detection benchmark: steps {p['steps_percent']}% x {p['looks_per_step']} looks of "
+        f"{p['labelled_per_interval']:.0f} labels, margin {p['relative_margin']:.0%} of mean loss, "
+        f"alpha {ALPHA}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--null-reps", type=int, default=10_000, help="replications of each null scenario")
+    ap.add_argument("--reps", type=int, default=10_000, help="replications of each regression scenario")
+    ap.add_argument("--calibration-reps", type=int, default=5_000)
+    ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--quick", action="store_true", help="1,000 / 500 replications (development)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from an existing detection.json")
+    args = ap.parse_args(argv)
+    if args.plot_only:
+        return (
+            0
+            if plot(json.loads((args.out / "detection.json").read_text()), args.out / "detection.png")
+            else 1
+        )
+    if args.quick:
+        args.null_reps, args.reps, args.calibration_reps = 1000, 500, 1000
+    out = run(args)
+    table = headline(out)
+    print(
+        "\n=== headline (FR = false rollbacks; d = margin; samples = mean labelled canary samples "
+        "at rollback) ==="
+    )
+    print(table)
+    out["headline"] = table
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "detection.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
+    plotted = plot(out, args.out / "detection.png")
+    print(
+        f"\nwrote {args.out / 'detection.json'}" + (f" and {args.out / 'detection.png'}" if plotted else "")
+    )
+    print(f"wall time {out['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
