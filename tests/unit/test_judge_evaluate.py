@@ -122,9 +122,11 @@ def test_relative_margin_resolves_against_the_baseline_mean() -> None:
         {"margin": 0.01, "planned_information": -1.0},
         {"margin": 0.01, "min_samples_before_rollback": -1},
         {"margin": 0.01, "catastrophic_ratio": 0.0},
+        {"margin": 0.01, "rho_scales": ()},
+        {"margin": 0.01, "rho_scales": (1.0, -0.1)},
     ],
 )
-def test_invalid_configuration_is_refused(kwargs: dict[str, float]) -> None:
+def test_invalid_configuration_is_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         JudgeConfig(**kwargs)  # type: ignore[arg-type]
 

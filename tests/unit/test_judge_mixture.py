@@ -10,10 +10,14 @@ from scipy import integrate, optimize, special, stats
 
 from lossgate.core.mixture import (
     cs_half_width,
+    cs_half_width_mixture,
     information_to_cross,
+    log_lambda_mixture,
     log_lambda_plus,
     rho_from_planned_information,
 )
+
+SCALES = (1.0, 0.1, 0.01)
 
 
 def _mixture_by_quadrature(score: float, info: float, rho: float) -> float:
@@ -128,3 +132,50 @@ def test_information_to_cross_lands_on_the_boundary(
 def test_information_to_cross_is_infinite_when_the_estimate_sits_on_the_null() -> None:
     assert math.isinf(information_to_cross(0.0, 10.0, 1.0, 0.01))
     assert math.isinf(information_to_cross(-1.0, 10.0, 1.0, 0.01))
+
+
+@pytest.mark.parametrize(("score", "info", "rho"), [(3.0, 10.0, 1.0), (-4.0, 10.0, 2.5), (25.0, 100.0, 10.0)])
+def test_rho_mixture_is_the_average_of_the_components_integrals(
+    score: float, info: float, rho: float
+) -> None:
+    # Given the mixture over rho, rho/10, rho/100 with equal weights
+    got = float(log_lambda_mixture(score, info, rho, SCALES))
+    # Then it is the log of the average of the three mixture integrals (a scale mixture of half-normals)
+    by_quadrature = sum(_mixture_by_quadrature(score, info, rho * c) for c in SCALES) / len(SCALES)
+    assert got == pytest.approx(math.log(by_quadrature), abs=1e-8)
+    # And a single scale is exactly the plain mixture
+    assert float(log_lambda_mixture(score, info, rho, (1.0,))) == float(log_lambda_plus(score, info, rho))
+
+
+def test_rho_mixture_is_bounded_by_its_components() -> None:
+    scores = np.linspace(-50, 200, 26)
+    parts = np.stack([log_lambda_plus(scores, 500.0, 30.0 * c) for c in SCALES])
+    mix = log_lambda_mixture(scores, 500.0, 30.0, SCALES)
+    assert np.all(mix <= parts.max(axis=0) + 1e-12)
+    assert np.all(mix >= parts.max(axis=0) - math.log(len(SCALES)) - 1e-12)
+
+
+@pytest.mark.parametrize(("info", "rho", "alpha"), [(10.0, 1.0, 0.05), (1e4, 1e3, 0.01), (0.5, 2.0, 0.1)])
+def test_mixture_cs_half_width_solves_its_equation(info: float, rho: float, alpha: float) -> None:
+    # Given the two-sided version of the rho mixture
+    def two_sided(h: float) -> float:
+        s = info * h
+        terms = [
+            math.sqrt(rho * c / (rho * c + info)) * math.exp(s * s / (2 * (rho * c + info))) for c in SCALES
+        ]
+        return math.log(sum(terms) / len(terms)) - math.log(1 / alpha)
+
+    # Then the half-width is its root, and with one scale it is the closed form
+    half = cs_half_width_mixture(info, rho, SCALES, alpha)
+    assert half == pytest.approx(optimize.brentq(two_sided, 0.0, 2 * half), rel=1e-9)
+    assert cs_half_width_mixture(info, rho, (1.0,), alpha) == float(cs_half_width(info, rho, alpha))
+    assert math.isinf(cs_half_width_mixture(0.0, rho, SCALES, alpha))
+
+
+def test_information_to_cross_with_the_rho_mixture() -> None:
+    excess, rho, alpha = 0.02, 4e4, 0.01
+    target = information_to_cross(excess, 0.0, rho, alpha, SCALES)
+    f = lambda i: float(log_lambda_mixture(i * excess, i, rho, SCALES)) - math.log(1 / alpha)  # noqa: E731
+    assert f(target) == pytest.approx(0.0, abs=1e-6)
+    # The mixture crosses sooner than the single rho for an effect far larger than rho was planned for
+    assert target < information_to_cross(excess, 0.0, rho, alpha)

@@ -21,9 +21,9 @@ from scipy import special
 from lossgate.core.catastrophic import log_tail_mixture
 from lossgate.core.evidence import IntervalStats
 from lossgate.core.mixture import (
-    cs_half_width,
+    cs_half_width_mixture,
     information_to_cross,
-    log_lambda_plus,
+    log_lambda_mixture,
     rho_from_planned_information,
 )
 from lossgate.core.stratified import ArmArrays, StratifiedPath, arm_valid, stratified_path
@@ -40,13 +40,22 @@ MAX_SAMPLES_NEEDED = 1_000_000_000
 # Default planned information: a fixed-horizon test at alpha_rollback detecting a regression of twice
 # the margin with power 0.9 needs (z_{1-alpha} + z_{0.9})^2 / margin^2; the mixture is tuned there.
 DEFAULT_PLAN_POWER = 0.9
+# The mixture is averaged over rho, rho/10 and rho/100 (see JudgeConfig.rho_scales).
+DEFAULT_RHO_SCALES = (1.0, 0.1, 0.01)
 MIN_MARGIN_NATS = 1e-12
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
     """How the judge decides. Give exactly one of `margin` (absolute nats) and `relative_margin`
-    (fraction of the baseline's mean loss), and at most one of `rho` and `planned_information`."""
+    (fraction of the baseline's mean loss), and at most one of `rho` and `planned_information`.
+
+    rho (or the rho derived from planned_information, or by default from the margin) is the precision
+    of the normal mixture; `rho_scales` averages the test over rho * scale for each scale with equal
+    weights. The default (1, 0.1, 0.01) keeps the test tight at the planned information and also for
+    regressions 3-10x larger, which are caught at a tenth or a hundredth of it; (1.0,) is the
+    single-rho test of STATISTICS.md. The average of always-valid tests is always valid.
+    """
 
     margin: float | None = None
     relative_margin: float | None = None
@@ -60,8 +69,11 @@ class JudgeConfig:
     catastrophic_ratio: float = 2.0  # H0 of the guard: canary tail rate <= this x baseline's
     drop_first_after_weight_change: bool = True
     cs_alpha: float = 0.05  # two-sided level of the reported confidence sequence
+    rho_scales: tuple[float, ...] = DEFAULT_RHO_SCALES
 
     def __post_init__(self) -> None:
+        if not self.rho_scales or not all(math.isfinite(c) and c > 0 for c in self.rho_scales):
+            raise ValueError(f"rho_scales must be finite and > 0, got {self.rho_scales!r}")
         if (self.margin is None) == (self.relative_margin is None):
             raise ValueError("give exactly one of margin and relative_margin")
         value = self.margin if self.margin is not None else self.relative_margin
@@ -131,7 +143,7 @@ class JudgeResult:
     catastrophic: bool  # the tail-rate guard fired
     reason: str
     p_catastrophic: float = 1.0
-    rho: float = 0.0
+    rho: float = 0.0  # base precision of the mixture (before rho_scales)
     looks: int = 0  # intervals given
     dropped: int = 0  # intervals dropped after a weight change
 
@@ -189,8 +201,8 @@ def judge_path(
     margin = config.resolve_margin(mean_b)
     rho = config.resolve_rho(margin)
     info = est.information
-    lam_reg = log_lambda_plus(info * (est.theta_hat - margin), info, rho)
-    lam_nw = log_lambda_plus(info * (margin - est.theta_hat), info, rho)
+    lam_reg = log_lambda_mixture(info * (est.theta_hat - margin), info, rho, config.rho_scales)
+    lam_nw = log_lambda_mixture(info * (margin - est.theta_hat), info, rho, config.rho_scales)
     log_p_reg = np.minimum.accumulate(np.minimum(-lam_reg, 0.0), axis=-1)
     log_p_nw = np.minimum.accumulate(np.minimum(-lam_nw, 0.0), axis=-1)
 
@@ -267,7 +279,7 @@ def evaluate(intervals: Sequence[IntervalStats], config: JudgeConfig) -> JudgeRe
     catastrophic = bool(path.catastrophic[-1])
 
     if info > 0:
-        half = float(cs_half_width(info, rho, config.cs_alpha))
+        half = cs_half_width_mixture(info, rho, config.rho_scales, config.cs_alpha)
         cs_low, cs_high = theta - half, theta + half
     else:
         cs_low, cs_high = -LOSS_BOUND_NATS, LOSS_BOUND_NATS
@@ -354,7 +366,7 @@ def _samples_needed(
     if info <= 0:
         # No stratum yet: the estimate has no direction; the next milestone is the rollback quota.
         return _clip_int(max(config.min_samples_before_rollback - n_c, 1.0))
-    target = information_to_cross(abs(theta - margin), info, rho, alpha)
+    target = information_to_cross(abs(theta - margin), info, rho, alpha, config.rho_scales)
     p = _canary_fraction(intervals, est.stratum)
     if not math.isfinite(target) or not 0 < p < 1:
         return MAX_SAMPLES_NEEDED
