@@ -45,10 +45,19 @@ class OperatorConfig:
             namespaces=ns,
             max_concurrent_analyses=int(os.environ.get("LOSSGATE_MAX_CONCURRENT_ANALYSES", "8")),
             metrics_port=int(os.environ.get("LOSSGATE_METRICS_PORT", "8090")),
-            training_lookback=timedelta(
-                seconds=float(os.environ.get("LOSSGATE_TRAINING_LOOKBACK_S", "21600"))
-            ),
+            training_lookback=timedelta(seconds=_env_float("LOSSGATE_TRAINING_LOOKBACK_S", 21600)),
+            scrape_lag=timedelta(seconds=_env_float("LOSSGATE_SCRAPE_LAG_S", 15)),
         )
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(
+            f"{name}={raw!r} is not a number of seconds; unset it or give e.g. {default}"
+        ) from None
 
 
 def load_api_client() -> client.ApiClient:

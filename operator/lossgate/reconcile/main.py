@@ -21,6 +21,8 @@ def run(
         os.environ["LOSSGATE_NAMESPACES"] = ",".join(namespaces)
     import lossgate.reconcile.handlers  # noqa: F401  (registers the handlers)
 
+    kopf.configure(verbose=os.environ.get("LOSSGATE_LOG_LEVEL", "").upper() == "DEBUG")
+
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -108,6 +108,8 @@ async def _loss(
         if problem is not None and problem.kind == MetricsErrorKind.PARTIAL.value:
             problem = None
         return None, 0.0, problem
+    if now <= started:  # reading lags the clock: right after the start no interval has closed yet
+        return LossEvidence.from_judge(evaluate([], judge_config(spec))), 0.0, None
     got = await asyncio.to_thread(
         metrics.loss_intervals, ref, started, now, spec.analysis.interval.total_seconds()
     )
