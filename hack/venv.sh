@@ -7,5 +7,5 @@ if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then exit 0; fi
 echo "==> creating $VENV and installing lossgate[test] from PyPI"
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -U pip
-"$VENV/bin/python" -m pip install -q -e '.[test,demo]'
+"$VENV/bin/python" -m pip install -q -e '.[test,demo,bench]'
 touch "$stamp"

@@ -3,6 +3,11 @@ HTTPRoute it writes, and a driver that sends traffic by those weights."""
 
 from __future__ import annotations
 
+import urllib.request
+
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
 from lossgate.demo.stack import Stack
 from tests.e2e.conftest import TERMINAL, Launch, history
 
@@ -24,6 +29,12 @@ def test_good_canary_is_promoted(stack: Stack, namespace: str, launch: Launch) -
     a = status["analysis"]
     assert a["canary"]["n"] >= 600 and a["baseline"]["n"] > a["canary"]["n"]
     assert a["delta"] < 0 and a["canary"]["mean"] < a["baseline"]["mean"]
+    # And the operator's own metrics count the decisions it took
+    metrics = _operator_metrics(stack)
+    assert metrics[("lossgate_decisions_total", "Start")] == 1
+    assert metrics[("lossgate_decisions_total", "Advance")] == 2
+    assert metrics[("lossgate_decisions_total", "Promote")] == 1
+    assert metrics[("lossgate_rollouts", "Promoted")] == 1
 
 
 def test_worse_canary_is_rolled_back_with_the_numbers(stack: Stack, namespace: str, launch: Launch) -> None:
@@ -46,6 +57,11 @@ def test_worse_canary_is_rolled_back_with_the_numbers(stack: Stack, namespace: s
     assert a["pRegression"] < 0.01
     rolled = next(c for c in status["conditions"] if c["type"] == "RolledBack")
     assert rolled["status"] == "True" and rolled["reason"] == "LossRegression"
+    # And a Warning Event on the ModelRollout carries the same decision
+    events = client.CoreV1Api(stack.api).list_namespaced_event(namespace).items
+    mine = [e for e in events if e.involved_object.kind == "ModelRollout" and e.reason == "LossRegression"]
+    assert len(mine) == 1 and mine[0].type == "Warning"
+    assert "rolled back v2 to 0%" in mine[0].message
 
 
 def test_nonfinite_training_run_blocks_before_traffic_moves(
@@ -64,3 +80,15 @@ def test_nonfinite_training_run_blocks_before_traffic_moves(
     health = status["trainingHealth"]
     assert health["verdict"] == "Fail" and health["nonFiniteSteps"] >= 100
     assert "Start" not in trail
+
+
+def _operator_metrics(stack: Stack) -> dict[tuple[str, str], float]:
+    """The operator's /metrics, keyed by (sample name, decision kind or phase), summed over the rest."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.operator_metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = (s.name, s.labels.get("kind") or s.labels.get("phase") or "")
+            out[key] = out.get(key, 0.0) + s.value
+    return out

@@ -55,7 +55,7 @@ def _table(rows: list[list[str]]) -> Table:
 
 
 def main(keys: list[str], keep: bool = False) -> int:
-    console = Console()
+    console = Console() if Console().is_terminal else Console(width=160)
     say = console.print
     workdir = cache_root() / "demo" / time.strftime("%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
