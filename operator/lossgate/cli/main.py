@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from lossgate import __version__
+from lossgate.cli.commands import add_commands, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the demo: local control plane, Prometheus, real models, rollouts")
     demo.add_argument("--scenario", action="append", choices=("good", "bad", "nonfinite"), default=[])
     demo.add_argument("--keep", action="store_true", help="leave the servers running until Ctrl-C at the end")
+    add_commands(sub)
     return parser
 
 
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         from lossgate.demo.run import main as demo_main
 
         return demo_main(args.scenario or ["good", "bad", "nonfinite"], keep=args.keep)
+    if args.command is not None:
+        return run_command(args, sys.stdout, sys.stderr)
     parser.print_help()
     return 0
 
