@@ -45,8 +45,10 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--model", default=None, help="`model` label of the serving metrics")
     r.add_argument("--baseline", default=None, help="baseline `version` label")
     r.add_argument("--canary", default=None, help="canary `version` label")
-    r.add_argument("--from", dest="from_", required=True, help="start: ISO 8601, unix seconds or now-2h")
-    r.add_argument("--to", default="now", help="end (default now)")
+    r.add_argument(
+        "--from", dest="from_", metavar="T", required=True, help="start: ISO 8601, unix seconds or now-2h"
+    )
+    r.add_argument("--to", default="now", metavar="T", help="end (default now)")
     r.add_argument("--interval", default=None, help="analysis interval (default: the spec's, else 30s)")
     r.add_argument("--spec", default=None, help="a ModelRollout manifest: series, margin, alphas, quotas")
     r.add_argument("--metric", default=None, help="loss histogram name (default model_prediction_loss)")
