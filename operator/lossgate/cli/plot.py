@@ -20,6 +20,7 @@ from lossgate.core.verdicts import LossVerdict
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 
 NO_INFORMATION = LOSS_BOUND_NATS * 0.999  # a CS this wide means "no interval judged yet": not drawn
+SPARSE = 6  # fewer points than this (status.history): error bars instead of a band
 
 
 def draw(
@@ -44,10 +45,22 @@ def draw(
     high = [lk.cs_high if ok else nan for lk, ok in zip(looks, known, strict=True)]
     delta = [lk.delta if ok else nan for lk, ok in zip(looks, known, strict=True)]
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 1))
-    ax.fill_between(t, low, high, step=None, alpha=0.25, color="tab:blue", label="95% confidence sequence")
+    if len(looks) >= SPARSE:
+        ax.fill_between(t, low, high, alpha=0.25, color="tab:blue", label="95% confidence sequence")
+    else:  # a few recorded decisions: one interval per point reads better than a band
+        err = [
+            [d - lo for d, lo in zip(delta, low, strict=True)],
+            [hi - d for d, hi in zip(delta, high, strict=True)],
+        ]
+        ax.errorbar(t, delta, yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=6, elinewidth=6,
+                    label="95% confidence sequence")  # fmt: skip
     ax.plot(t, delta, color="tab:blue", marker="o", markersize=3, label="delta (canary - baseline)")
-    ax.plot(t, [lk.margin for lk in looks], color="tab:red", linestyle="--", label="margin")
+    if len(looks) >= SPARSE:
+        ax.plot(t, [lk.margin for lk in looks], color="tab:red", linestyle="--", label="margin")
+    else:
+        ax.axhline(looks[-1].margin, color="tab:red", linestyle="--", label="margin")
     ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.margins(y=0.08)
     if decision is not None:
         regression = decision.verdict == LossVerdict.REGRESSION
         color, word = ("tab:red", "roll back") if regression else ("tab:green", "promote (not worse)")
@@ -61,8 +74,22 @@ def draw(
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    ax2.step(t, [lk.n_canary for lk in looks], where="post", color="tab:orange", label="canary samples")
-    ax2.step(t, [lk.n_baseline for lk in looks], where="post", color="tab:gray", label="baseline samples")
+    ax2.step(
+        t,
+        [lk.n_canary for lk in looks],
+        where="post",
+        color="tab:orange",
+        label="canary samples",
+        marker="o" if len(looks) < SPARSE else None,
+    )
+    ax2.step(
+        t,
+        [lk.n_baseline for lk in looks],
+        where="post",
+        color="tab:gray",
+        label="baseline samples",
+        marker="o" if len(looks) < SPARSE else None,
+    )
     ax2.set_ylabel("labelled samples")
     ax2.legend(loc="upper left", fontsize=8)
     ax2.grid(alpha=0.3)
