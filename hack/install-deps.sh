@@ -7,7 +7,6 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 command -v openssl >/dev/null || missing+=(openssl)  # the local control plane's throw-away PKI
-command -v go >/dev/null || missing+=(golang-go)  # only where no Go toolchain is installed
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> apt-get install ${missing[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -20,6 +20,12 @@ if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 
+gov="$(go env GOVERSION 2>/dev/null || echo none)"
+case "$gov" in
+  go1.2[4-9]*|go1.[3-9][0-9]*) ;;
+  *) echo "error: Kubernetes $K8S_VERSION needs Go >= 1.24 to build; found '$gov'. Install a newer Go toolchain." >&2; exit 1 ;;
+esac
+
 minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
 patch="${K8S_VERSION##*.}"
 staging="v0.$minor.$patch"
