@@ -28,12 +28,18 @@ def test_detail_view_shows_the_numbers(kube: Kube, namespace: str, create: Creat
     # Then it shows phase, step, weights, n per arm, delta with its CS, p-values, samples needed
     assert r.rc == 0, r.err
     lines = r.out.splitlines()
-    assert any(line.split()[:2] == ["Phase", "Progressing"] for line in lines), r.out
-    assert "2/4  (weights 5 25 50 100)" in r.out
-    assert "baseline 75%  canary 25%" in r.out
-    row = next(line for line in lines if line.lstrip().startswith("Undecided"))
-    assert row.split() == ["Undecided", "40,000", "6,120", "0.4090", "0.4120", "+0.0030", "95%",
-                           "[-0.0040,", "+0.0100]", "0.0200", "0.62", "0.21", "1,880", "6,120"]  # fmt: skip
+    field = {line.split()[0]: " ".join(line.split()[1:]) for line in lines if line[:1].isupper()}
+    assert field["Phase"] == "Progressing"
+    assert field["Step"] == "2/4 (weights 5 25 50 100)"
+    assert field["Weights"] == "baseline 75% canary 25%"
+    assert field["Verdict"] == "Undecided"
+    assert field["Samples"] == (
+        "baseline 40,000 (mean loss 0.4090) canary 6,120 (mean loss 0.4120) 6,120 canary in this step"
+    )
+    assert field["Delta"] == "+0.0030 nats (canary - baseline), CS 95% [-0.0040, +0.0100], margin 0.0200"
+    assert field["P-values"] == "regression 0.62 not worse 0.21 (always valid)"
+    assert field["Needed"] == "1,880 more canary samples (judge's estimate)"
+    assert field["Training"].startswith("Pass non-finite steps 0, grad-norm spikes 0")
     # And the conditions and the last decisions (newest first: the advance to step 2, then the start)
     assert "MetricsAvailable" in r.out and "Progressing" in r.out
     decisions = [line.split()[1] for line in lines if line[:2].isdigit() and ":" in line[:8]]

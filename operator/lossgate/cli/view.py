@@ -80,7 +80,7 @@ def table(objs: list[dict[str, Any]], now: datetime | None = None) -> Table:
     t = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("NAMESPACE", "NAME", "PHASE", "STEP", "WEIGHT", "N BASE/CANARY", "DELTA", "95% CS",
                 "VERDICT", "HEALTH", "AGE"):  # fmt: skip
-        t.add_column(col, no_wrap=True)
+        t.add_column(col, no_wrap=col in ("NAME", "PHASE", "STEP", "WEIGHT", "VERDICT"))
     for obj in objs:
         st, meta = obj.get("status") or {}, obj["metadata"]
         a = st.get("analysis") or {}
@@ -125,33 +125,22 @@ def detail(obj: dict[str, Any], now: datetime | None = None) -> RenderableType:
 
     if a:
         verdict = str(a.get("verdict", "-"))
-        at = Table(title="Analysis (canary minus baseline, nats)", title_justify="left", box=None,
-                   header_style="bold", pad_edge=False)  # fmt: skip
-        for col in ("verdict", "n baseline", "n canary", "mean base", "mean canary", "delta",
-                    "conf. sequence", "margin", "p(regr.)", "p(not worse)", "samples needed",
-                    "in step"):  # fmt: skip
-            at.add_column(col, no_wrap=True)
-        at.add_row(
-            Text(verdict, style=VERDICT_STYLE.get(verdict, "")),
-            count((a.get("baseline") or {}).get("n")),
-            count((a.get("canary") or {}).get("n")),
-            num((a.get("baseline") or {}).get("mean")),
-            num((a.get("canary") or {}).get("mean")),
-            signed(a.get("delta")),
-            cs(a),
-            num(a.get("margin")),
-            pval(a.get("pRegression")),
-            pval(a.get("pNotWorse")),
-            count(a.get("samplesNeeded")),
-            count(a.get("samplesInStep")),
-        )
-        parts += [at, Text("")]
+        b, c = a.get("baseline") or {}, a.get("canary") or {}
+        head.add_row("Verdict", Text(verdict, style=VERDICT_STYLE.get(verdict, "")))
+        head.add_row("Samples", f"baseline {count(b.get('n'))} (mean loss {num(b.get('mean'))})   canary "
+                                f"{count(c.get('n'))} (mean loss {num(c.get('mean'))})   "
+                                f"{count(a.get('samplesInStep'))} canary in this step")  # fmt: skip
+        head.add_row("Delta", f"{signed(a.get('delta'))} nats (canary - baseline), CS {cs(a)}, "
+                              f"margin {num(a.get('margin'))}")  # fmt: skip
+        head.add_row("P-values", f"regression {pval(a.get('pRegression'))}   not worse "
+                                 f"{pval(a.get('pNotWorse'))}   (always valid)")  # fmt: skip
+        head.add_row("Needed", f"{count(a.get('samplesNeeded'))} more canary samples (judge's estimate)")
     if th:
-        line = (f"Training health: {th.get('verdict', '-')}  non-finite steps {th.get('nonFiniteSteps', 0)}, "
+        line = (f"{th.get('verdict', '-')}  non-finite steps {th.get('nonFiniteSteps', 0)}, "
                 f"grad-norm spikes {th.get('gradNormSpikes', 0)}, rank divergence "
                 f"{num(th.get('rankDivergence'), 3)}")  # fmt: skip
         reasons = "; ".join(th.get("reasons") or [])
-        parts += [Text(line + (f" ({reasons})" if reasons else "")), Text("")]
+        head.add_row("Training", Text(line + (f" ({reasons})" if reasons else "")))
     conds = st.get("conditions") or []
     if conds:
         ct = Table(title="Conditions", title_justify="left", box=None, header_style="bold", pad_edge=False)
