@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config, watch
 
@@ -57,8 +57,9 @@ class Rollouts:
 
     def get(self, namespace: str, name: str) -> dict[str, Any]:
         try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                API_GROUP, API_VERSION, namespace, PLURAL, name
+            obj = cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name),
             )
         except client.ApiException as err:
             raise CliError(_api_message(err, f"ModelRollout {namespace}/{name}")) from err
@@ -69,17 +70,18 @@ class Rollouts:
         kw: dict[str, Any] = {"field_selector": f"metadata.name={name}"} if name else {}
         try:
             if namespace is None:
-                got = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, **kw)
+                got: object = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, **kw)
             else:
                 got = self.custom.list_namespaced_custom_object(
                     API_GROUP, API_VERSION, namespace, PLURAL, **kw
                 )
         except client.ApiException as err:
             raise CliError(_api_message(err, f"ModelRollouts in {namespace or 'all namespaces'}")) from err
+        doc = cast(dict[str, Any], got)
         items = sorted(
-            got.get("items", []), key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])
+            doc.get("items", []), key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"])
         )
-        return items, str(got.get("metadata", {}).get("resourceVersion", ""))
+        return items, str(doc.get("metadata", {}).get("resourceVersion", ""))
 
     def watch(
         self, namespace: str | None, name: str | None, resource_version: str, timeout_s: int
@@ -104,8 +106,11 @@ class Rollouts:
     def annotate(self, namespace: str, name: str, key: str, value: str) -> dict[str, Any]:
         body = {"metadata": {"annotations": {key: value}}}
         try:
-            obj: dict[str, Any] = self.custom.patch_namespaced_custom_object(
-                API_GROUP, API_VERSION, namespace, PLURAL, name, body
+            obj = cast(
+                dict[str, Any],
+                self.custom.patch_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, PLURAL, name, body
+                ),
             )
         except client.ApiException as err:
             raise CliError(_api_message(err, f"ModelRollout {namespace}/{name}")) from err
