@@ -12,6 +12,8 @@ import yaml
 
 from lossgate.core.judge import JudgeConfig, evaluate
 from lossgate.devenv.prom import Prometheus
+from lossgate.model import ModelRolloutSpec
+from lossgate.reconcile.mapping import judge_config
 from tests.cli.conftest import manifest, run
 from tests.cli.png import TAB_BLUE, TAB_ORANGE, TAB_RED, colour_share, dimensions
 from tests.cli.promdata import ArmPlan, History
@@ -86,6 +88,15 @@ def test_replay_with_a_spec_prints_the_trail(prometheus: Prometheus, tmp_path: P
     assert row[3:6] == [f"{d['n_baseline']:,.0f}", f"{d['n_canary']:,.0f}", f"{d['delta']:+.4f}"]
     assert row[-2] == "Regression"
     assert table.out.strip().splitlines()[-1] == doc["outcome"]
+    # And with --weight the window is one stratum at that split whose first interval is dropped, as the
+    # operator drops the first interval after a weight change
+    tagged = run(*args, "--weight", "25", "-o", "json").json()["looks"]
+    config = judge_config(ModelRolloutSpec.model_validate(manifest("x", prometheus=prometheus.url)["spec"]))
+    intervals = h.expected(weight=25)
+    assert [lk["verdict"] for lk in tagged] == [
+        evaluate(intervals[:k], config).verdict.value for k in range(1, INTERVALS + 1)
+    ]
+    assert tagged[0]["n_canary"] == 0 and tagged[1]["n_canary"] == intervals[1].canary.n
 
 
 def test_replay_without_data_is_a_clear_error(prometheus: Prometheus) -> None:
