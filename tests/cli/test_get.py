@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +101,25 @@ def test_watch_redraws_when_the_status_changes(kube: Kube, namespace: str, creat
     frames = [json.loads(f) for f in out.getvalue().replace("}\n{", "}\n\x00{").split("\x00")]
     assert [f["status"]["phase"] for f in frames] == ["Progressing", "Paused"]
     assert frames[1]["status"]["message"] == "paused by test"
+
+
+def test_context_flag_picks_the_contexts_namespace(
+    kube: Kube, namespace: str, create: Create, tmp_path: Path
+) -> None:
+    # Given a kubeconfig with a second context whose default namespace is the test's
+    create("fraud-scorer", progressing)
+    cfg = yaml.safe_load(kube.kubeconfig.read_text())
+    ctx = dict(cfg["contexts"][0])
+    ctx = {"name": "cli-test", "context": dict(ctx["context"]) | {"namespace": namespace}}
+    cfg["contexts"].append(ctx)
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    # When get runs with --context and no -n
+    with_ctx = run("get", "--kubeconfig", str(path), "--context", "cli-test", "-o", "json")
+    without = run("get", "--kubeconfig", str(path), "-o", "json")
+    # Then that context's namespace is used; without it, the current context's ("default")
+    assert [o["metadata"]["name"] for o in with_ctx.json()["items"]] == ["fraud-scorer"]
+    assert {o["metadata"]["namespace"] for o in without.json()["items"]} <= {"default"}
+    # And an unknown context is a clear error
+    bad = run("get", "--kubeconfig", str(path), "--context", "nope")
+    assert bad.rc == 1 and bad.err.startswith(f"error: kubeconfig {path}: ")
