@@ -7,12 +7,17 @@
 
 ARG PYTHON_VERSION=3.11
 
+# Extras of the lossgate package to include, e.g. --build-arg EXTRAS=[demo] for the quickstart's
+# demo model servers (scikit-learn); empty for the operator image.
+ARG EXTRAS=""
+
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+ARG EXTRAS
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --wheel-dir /wheels ".${EXTRAS}"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 LABEL org.opencontainers.image.title="lossgate" \

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from kubernetes import client
 
 from tests.helm.chart import Manifest, render
@@ -66,14 +66,14 @@ def apply(kube: Kube, docs: list[Manifest]) -> None:
         args = ["apply", "--server-side", "--field-manager=helm-test", "-f", "-"]
         if d["kind"] in DRY_RUN:
             args.append("--dry-run=server")
-        out = kube.kubectl(*args, input=yaml.safe_dump(d))
+        out = kube.kubectl(*args, input=json.dumps(d))
         assert out.returncode == 0, f"{d['kind']} {d['metadata']['name']} refused: {out.stderr}"
 
 
 def delete(kube: Kube, docs: list[Manifest]) -> None:
     for d in docs:
         if d["kind"] not in NOT_APPLIED | DRY_RUN:
-            kube.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", input=yaml.safe_dump(d))
+            kube.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", input=json.dumps(d))
 
 
 def sa_token(kube: Kube, namespace: str, name: str, seconds: int = 3600) -> str:
