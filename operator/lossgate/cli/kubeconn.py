@@ -76,6 +76,11 @@ class Rollouts:
                     API_GROUP, API_VERSION, namespace, PLURAL, **kw
                 )
         except client.ApiException as err:
+            if err.status == 404:  # a list is never "not found", the resource type is
+                raise CliError(
+                    "the API server does not serve modelrollouts.lossgate.io: install the CRD "
+                    "(helm install lossgate helm/lossgate, or kubectl apply -f crds/modelrollout.yaml)"
+                ) from err
             raise CliError(_api_message(err, f"ModelRollouts in {namespace or 'all namespaces'}")) from err
         doc = cast(dict[str, Any], got)
         items = sorted(
