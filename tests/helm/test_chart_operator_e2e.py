@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
 from lossgate.demo.scenario import Scenario
 from lossgate.demo.stack import Stack
-from lossgate.devenv.procs import wait_until
-from tests.e2e.conftest import TERMINAL, history
+from lossgate.devenv.procs import Server, free_port, wait_until
+from tests.e2e.conftest import TERMINAL, condition, history
 from tests.helm.install import create_namespace, installed
 from tests.infra.kube_fixtures import Kube
 
@@ -94,3 +98,79 @@ def test_a_rollout_under_the_charts_service_account(
         refused = [line for line in log.splitlines() if REFUSALS.search(line)]
         assert refused == [], "\n".join(refused[:20])
         assert operator.alive()
+
+
+def start_operator(stack: Stack, name: str, namespace: str, kubeconfig: Path, priority: int) -> Server:
+    """`lossgate operator --peering lossgate` as the chart's Deployment runs it, with the SA token."""
+    health = free_port()
+    argv = [
+        sys.executable, "-m", "lossgate.cli.main", "operator", "--namespace", namespace,
+        "--peering", "lossgate", "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{health}/healthz",
+    ]  # fmt: skip
+    env = {"KUBECONFIG": str(kubeconfig), "LOSSGATE_PEERING_PRIORITY": str(priority), "PYTHONUNBUFFERED": "1"}
+    server = Server(name, argv, stack.workdir / f"{name}.log", env=env)
+    wait_until(lambda: _http_ok(f"http://127.0.0.1:{health}/healthz"), 60, f"{name} liveness", server)
+    return server
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.mark.usefixtures("kopf_peering_crds")
+def test_two_replicas_with_peering_one_handles_the_rollout(
+    kube: Kube, stack: Stack, namespace: str, release_namespace: str
+) -> None:
+    # Given the chart installed for HA (2 replicas, peering) watching the rollout's namespace
+    values = {"watchNamespaces": [namespace], "replicas": 2, "peering": {"enabled": True}}
+    objs = client.CustomObjectsApi(kube.api_client)
+    with installed(kube, release_namespace, values) as inst:
+        kubeconfig = stack.plane.write_kubeconfig(
+            stack.workdir / "sa.kubeconfig", f"system:serviceaccount:{release_namespace}:lossgate", inst.token
+        )
+
+        def peers() -> dict[str, Any]:
+            peering = objs.get_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfpeerings", "lossgate"
+            )
+            return dict(peering.get("status") or {})
+
+        # When two replicas run under the chart ServiceAccount's token, the first with the higher priority
+        servers = [start_operator(stack, "operator-a", namespace, kubeconfig, priority=200)]
+        try:
+            wait_until(lambda: len(peers()) == 1, 60, "replica a in the KopfPeering", servers[0])
+            servers.append(start_operator(stack, "operator-b", namespace, kubeconfig, priority=100))
+            a, b = servers
+            wait_until(lambda: len(peers()) == 2, 60, "both replicas in the KopfPeering", b)
+            # And a rollout arrives whose HTTPRoute does not exist
+            manifest = Scenario("digits", "good").manifest(stack.prom.url)
+            manifest["spec"]["trafficRouting"] = {"gatewayAPI": {"httpRoute": "missing"}}
+            stack.apply_rollout(namespace, manifest)
+
+            def router_ready() -> dict[str, Any]:
+                return condition(stack.rollout(namespace, "digits"), "RouterReady")
+
+            # Then the active replica handles it: the condition names the missing route
+            wait_until(lambda: router_ready().get("status") == "False", 60, "RouterReady=False", a)
+            assert router_ready()["reason"] == "RouteNotFound" and "missing" in router_ready()["message"]
+            # And only replica a touched it; b stood by (paused from its start), and both are alive
+            mine = "kopf.objects"  # the logger of kopf's per-object handling (one rollout here)
+            assert mine in a.log.read_text()
+            assert mine not in b.log.read_text() and "Resuming operations" not in b.log.read_text()
+            assert a.alive() and b.alive()
+            # When replica a stops (it leaves the peering), b resumes and takes the rollout over
+            a.stop()
+            wait_until(lambda: "Resuming operations" in b.log.read_text(), 60, "b resumes", b)
+            wait_until(lambda: mine in b.log.read_text(), 60, "b handles the rollout", b)
+            assert router_ready()["status"] == "False" and b.alive()
+            # And neither met a refusal from the API server (peering included)
+            for s in servers:
+                refused = [x for x in s.log.read_text(errors="replace").splitlines() if REFUSALS.search(x)]
+                assert refused == [], "\n".join(refused[:20])
+        finally:
+            for s in servers:
+                s.stop()

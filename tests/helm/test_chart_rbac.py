@@ -12,6 +12,8 @@ from kubernetes import client
 from tests.helm.install import DRY_RUN, NOT_APPLIED, Installed, create_namespace, installed
 from tests.infra.kube_fixtures import Kube
 
+pytestmark = pytest.mark.usefixtures("kopf_peering_crds")
+
 LG, GW, ISTIO, APPS, CRD = (
     "lossgate.io",
     "gateway.networking.k8s.io",
@@ -117,6 +119,7 @@ def test_every_rendered_object_is_accepted(kube: Kube, namespace: str, other_nam
         assert kinds == [
             "ClusterRole",
             "ClusterRoleBinding",
+            "KopfPeering",
             "NetworkPolicy",
             "Role",
             "RoleBinding",

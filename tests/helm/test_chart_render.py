@@ -158,11 +158,24 @@ def test_rbac_shape_cluster_wide_vs_namespaced() -> None:
 
 
 def test_crds_are_byte_identical_to_the_repository_crds() -> None:
-    # The generator writes both; the chart ships the same bytes Helm installs from crds/
+    # The generator writes both ModelRollout CRDs; the chart ships the same bytes Helm installs from crds/
     repo, chart = (ROOT / p for p in crdgen.OUTPUTS)
     assert chart.parent == CHART / "crds"
     assert chart.read_bytes() == repo.read_bytes()
     assert yaml.safe_load(chart.read_text())["spec"]["names"]["kind"] == "ModelRollout"
+    # And the chart's crds/ holds exactly the repository's crds/ (kopf's peering CRDs included)
+    ours = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    assert {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")} == ours
+    assert set(ours) == {"modelrollout.yaml", "kopf-peering.yaml"}
+
+
+def test_ha_creates_the_peering_object_the_replicas_meet_in() -> None:
+    # Cluster-wide: one ClusterKopfPeering; namespaced: a KopfPeering per watched namespace
+    (cluster,) = by_kind(render(VARIANTS["ha-cluster-wide"]), "ClusterKopfPeering")
+    assert cluster["metadata"]["name"] == "lossgate" and cluster["apiVersion"] == "kopf.dev/v1"
+    (ns,) = by_kind(render(VARIANTS["ha-namespaced"]), "KopfPeering")
+    assert (ns["metadata"]["namespace"], ns["metadata"]["name"]) == ("ml-prod", "lossgate")
+    assert not [d for d in render() if "Peering" in d["kind"]]
 
 
 def test_app_version_is_the_package_version() -> None:

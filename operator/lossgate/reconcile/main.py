@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import os
+import secrets
 
 import kopf
+
+
+def peering_priority() -> int:
+    """kopf pauses every operator of a peering when two have the same priority, so replicas of one
+    Deployment (same flags) must differ: LOSSGATE_PEERING_PRIORITY, else a random one per process.
+    The highest live priority handles the rollouts; the others stand by until it is gone."""
+    raw = os.environ.get("LOSSGATE_PEERING_PRIORITY", "").strip()
+    try:
+        return int(raw) if raw else 1 + secrets.randbelow(2**31 - 2)
+    except ValueError:
+        raise SystemExit(f"LOSSGATE_PEERING_PRIORITY={raw!r} is not an integer") from None
 
 
 def run(
@@ -28,5 +40,6 @@ def run(
         namespaces=namespaces,
         standalone=peering is None,
         peering_name=peering,
+        priority=peering_priority() if peering is not None else None,
         liveness_endpoint=liveness,
     )
