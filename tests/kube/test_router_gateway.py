@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -44,19 +44,6 @@ def route(name: str = "scorer") -> dict[str, Any]:
             ],
         },
     }  # fmt: skip
-
-
-@pytest.fixture
-def objs(kube: Kube) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube.api_client)
-
-
-@pytest.fixture
-def other(kube: Kube) -> Iterator[client.CustomObjectsApi]:
-    """A second, independent client (its own connection pool) standing for another controller."""
-    api = kube.client_for_token(kube.plane.admin_token)
-    yield client.CustomObjectsApi(api)
-    cast(Any, api).close()
 
 
 def create(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -35,18 +35,6 @@ def virtual_service(primary_route: list[dict[str, Any]] | None = None) -> dict[s
             ],
         },
     }  # fmt: skip
-
-
-@pytest.fixture
-def objs(kube: Kube) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube.api_client)
-
-
-@pytest.fixture
-def other(kube: Kube) -> Iterator[client.CustomObjectsApi]:
-    api = kube.client_for_token(kube.plane.admin_token)
-    yield client.CustomObjectsApi(api)
-    cast(Any, api).close()
 
 
 def create(objs: client.CustomObjectsApi, ns: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

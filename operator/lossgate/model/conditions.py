@@ -99,36 +99,18 @@ def set_condition(
 
     Other conditions keep their order; a new type is appended.
     """
-    out: list[Condition] = []
-    found = False
-    for c in conditions:
-        if c.type != str(type_):
-            out.append(c)
-            continue
-        found = True
-        ltt = c.last_transition_time if c.status == status else now
-        out.append(
-            Condition(
-                type=str(type_),
-                status=status,
-                reason=str(reason),
-                message=message,
-                last_transition_time=ltt,
-                observed_generation=observed_generation,
-            )
-        )
-    if not found:
-        out.append(
-            Condition(
-                type=str(type_),
-                status=status,
-                reason=str(reason),
-                message=message,
-                last_transition_time=now,
-                observed_generation=observed_generation,
-            )
-        )
-    return out
+    existing = next((c for c in conditions if c.type == str(type_)), None)
+    new = Condition(
+        type=str(type_),
+        status=status,
+        reason=str(reason),
+        message=message,
+        last_transition_time=existing.last_transition_time if existing and existing.status == status else now,
+        observed_generation=observed_generation,
+    )
+    if existing is None:
+        return [*conditions, new]
+    return [new if c.type == str(type_) else c for c in conditions]
 
 
 def get_condition(conditions: Sequence[Condition], type_: ConditionType | str) -> Condition | None:
