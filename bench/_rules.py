@@ -10,7 +10,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
-from _sim import LABELLED_PER_INTERVAL, LOOKS, RELATIVE_MARGIN, WEIGHTS, Streams
+from _legacy_judge import LegacyConfig, legacy_judge_path
+from _sim import DEFAULT_PLAN, RELATIVE_MARGIN, Plan, Streams
 from lossgate.core.judge import JudgeConfig, JudgePath, judge_path, used_intervals
 from lossgate.core.stratified import ArmArrays
 
@@ -38,23 +39,38 @@ def first_true(flags: BoolArray) -> IntArray:
 
 def _outcome(rollback: BoolArray, promoted: BoolArray | None = None) -> Outcome:
     look = first_true(rollback)
-    stop = np.where(look >= 0, look, LOOKS - 1).astype(np.int64)
+    stop = np.where(look >= 0, look, rollback.shape[-1] - 1).astype(np.int64)
     return Outcome(look, stop, (look < 0) if promoted is None else promoted)
 
 
-def used() -> BoolArray:
-    return used_intervals(list(WEIGHTS), True)
+def used(plan: Plan = DEFAULT_PLAN) -> BoolArray:
+    return used_intervals(list(plan.weights), True)
 
 
 def run_judge(s: Streams, config: JudgeConfig) -> tuple[Outcome, JudgePath]:
     """lossgate's judge, exactly as the operator runs it (same code path as judge.evaluate)."""
     path = judge_path(
-        ArmArrays.of(s.nb, s.sb, s.qb), ArmArrays.of(s.nc, s.sc, s.qc), s.tb, s.tc, used(), config
+        ArmArrays.of(s.nb, s.sb, s.qb), ArmArrays.of(s.nc, s.sc, s.qc), s.tb, s.tc, used(s.plan), config
     )
     rolled = path.regression
     # Promotion policy "require non-inferiority": shown at some look by the end, and never rolled back.
     promoted = path.not_worse.any(axis=-1) & ~rolled.any(axis=-1)
     return _outcome(rolled, promoted), path
+
+
+def run_legacy(s: Streams, config: LegacyConfig) -> tuple[Outcome, BoolArray]:
+    """The judge before the bounded test (normal mixture, default rho), on the same streams; also
+    returns where its catastrophic guard fired."""
+    path = legacy_judge_path(
+        ArmArrays.of(s.nb, s.sb, s.qb),
+        ArmArrays.of(s.nc, s.sc, s.qc),
+        s.tb,
+        s.tc,
+        used(s.plan),
+        config,
+    )
+    promoted = path.not_worse.any(axis=-1) & ~path.regression.any(axis=-1)
+    return _outcome(path.regression, promoted), path.catastrophic
 
 
 def stratified_z(path: JudgePath) -> FloatArray:
@@ -74,16 +90,16 @@ def fixed_horizon(path: JudgePath) -> Outcome:
 
 def bonferroni(path: JudgePath) -> Outcome:
     """The stratified z at every look against z_{1 - alpha / K}."""
-    return _outcome(stratified_z(path) > special.ndtri(1 - ALPHA / LOOKS))
+    return _outcome(stratified_z(path) > special.ndtri(1 - ALPHA / path.margin.shape[-1]))
 
 
-def planned_information_fractions() -> FloatArray:
+def planned_information_fractions(plan: Plan = DEFAULT_PLAN) -> FloatArray:
     """Expected information after each look as a fraction of the end's, under the plan: increments
     n p (1 - p) at the looks the judge uses (not the dropped first interval of a step, nor the first
     used interval, which only seeds the variances)."""
-    p = WEIGHTS / 100.0
-    inc = LABELLED_PER_INTERVAL * p * (1 - p)
-    u = used()
+    p = plan.weights / 100.0
+    inc = plan.labelled_per_interval * p * (1 - p)
+    u = used(plan)
     first_used = np.argmax(u)
     inc = np.where(u, inc, 0.0)
     inc[first_used] = 0.0
@@ -92,10 +108,10 @@ def planned_information_fractions() -> FloatArray:
     return out
 
 
-def pocock_constant(seed: int = 12345, paths: int = 200_000) -> float:
+def pocock_constant(plan: Plan = DEFAULT_PLAN, seed: int = 12345, paths: int = 200_000) -> float:
     """Constant boundary c with P(max_k Z_k > c) = alpha for Z_k = B(t_k)/sqrt(t_k) at the planned
     information fractions t_k (Pocock's design for unequally spaced looks), by Monte Carlo."""
-    t = planned_information_fractions()
+    t = planned_information_fractions(plan)
     keep = t > 0
     t = t[keep]
     rng = np.random.default_rng(seed)
@@ -121,11 +137,12 @@ def sprt(path: JudgePath, effect_beyond_margin: float) -> Outcome:
     llr = d * score - 0.5 * d * d * est.information
     upper, lower = math.log((1 - SPRT_BETA) / ALPHA), math.log(SPRT_BETA / (1 - ALPHA))
     up, down = first_true(llr >= upper), first_true(llr <= lower)
-    big = LOOKS + 1
+    looks = path.margin.shape[-1]
+    big = looks + 1
     up_at, down_at = np.where(up >= 0, up, big), np.where(down >= 0, down, big)
     rolls = up_at < down_at
     look = np.where(rolls, up_at, NO_LOOK).astype(np.int64)
-    stop = np.minimum(np.minimum(up_at, down_at), LOOKS - 1).astype(np.int64)
+    stop = np.minimum(np.minimum(up_at, down_at), looks - 1).astype(np.int64)
     return Outcome(look, stop, ~rolls)
 
 
@@ -182,10 +199,10 @@ def kayenta(s: Streams, every: int, chunk: int = 1000) -> Outcome:
     Hodges-Lehmann interval; "High" (roll back) if its lower end > 0.25 |HL estimate|."""
     mb, mc, ok = interval_means(s)
     base = mb * (1 + RELATIVE_MARGIN)
-    reps = mb.shape[0]
-    rolled = np.zeros((reps, LOOKS), dtype=np.bool_)
+    reps, looks = mb.shape
+    rolled = np.zeros((reps, looks), dtype=np.bool_)
     z98 = special.ndtri(0.99)  # two-sided 98%
-    for k in range(every - 1, LOOKS, every):
+    for k in range(every - 1, looks, every):
         m = k + 1  # intervals so far (all have both arms at this traffic)
         pairs = m * m
         c = math.floor(pairs / 2 - z98 * math.sqrt(pairs * (2 * m + 1) / 12))

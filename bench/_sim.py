@@ -1,4 +1,4 @@
-"""Rollout simulation for the detection benchmark (STATISTICS.md, "Limit and baselines").
+"""Rollout simulation for the detection benchmark (docs/judge.md, "The detection benchmark").
 
 Per-request cross-entropy comes from a realistic heavy-tailed pmf on fixed bins; each interval's
 labelled counts per arm are Poisson, split by the traffic weight, and the bin counts multinomial, so
@@ -19,17 +19,36 @@ from lossgate.core.catastrophic import TAIL_THRESHOLD_NATS
 
 FloatArray = NDArray[np.float64]
 
-# The plan: 30 s intervals, 1,000 labelled predictions a second, 10-minute steps at 5/10/25/50%
-# (the 100% step has no baseline traffic to compare with, so the ramp ends when it starts).
 INTERVAL_S = 30.0
-LABELLED_PER_INTERVAL = 30_000.0
-STEP_WEIGHTS = (5, 10, 25, 50)
-LOOKS_PER_STEP = 20
-WEIGHTS = np.repeat(np.asarray(STEP_WEIGHTS, dtype=np.float64), LOOKS_PER_STEP)
-LOOKS = len(WEIGHTS)
 RELATIVE_MARGIN = 0.02  # delta: 2% of the baseline's mean loss
 LABEL_DELAY_MEAN_INTERVALS = 4.0  # geometric: mean 2 minutes, p90 about 4.5 minutes (< one step)
 BIN_EDGES = np.concatenate([[0.0], np.geomspace(1e-3, 14.0, 48)])
+LOSS_CLIP = -math.log(1e-6)  # the exporter's clip: every per-request loss is at most this
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The rollout plan: labelled predictions per interval (both arms) and the steps' weights.
+
+    The default is 30 s intervals, 1,000 labelled predictions a second, 10-minute steps at
+    5/10/25/50% (the 100% step has no baseline traffic to compare with, so the ramp ends there).
+    """
+
+    labelled_per_interval: float = 30_000.0
+    step_weights: tuple[float, ...] = (5, 10, 25, 50)
+    looks_per_step: int = 20
+
+    @property
+    def weights(self) -> FloatArray:
+        out: FloatArray = np.repeat(np.asarray(self.step_weights, dtype=np.float64), self.looks_per_step)
+        return out
+
+    @property
+    def looks(self) -> int:
+        return len(self.step_weights) * self.looks_per_step
+
+
+DEFAULT_PLAN = Plan()
 
 
 @dataclass(frozen=True)
@@ -53,7 +72,20 @@ class LossPmf:
         return float(self.probs[self.values > TAIL_THRESHOLD_NATS].sum())
 
     def scaled(self, factor: float) -> LossPmf:
-        return LossPmf(self.values * factor, self.probs)
+        """Every loss times `factor`, still clipped where the exporter clips."""
+        return LossPmf(np.minimum(self.values * factor, LOSS_CLIP), self.probs)
+
+
+def _binned(losses: FloatArray, mass: FloatArray) -> LossPmf:
+    losses = np.minimum(losses, LOSS_CLIP)
+    idx = np.clip(np.searchsorted(BIN_EDGES, losses, side="right") - 1, 0, len(BIN_EDGES) - 2)
+    probs = np.bincount(idx, mass, len(BIN_EDGES) - 1)
+    sums = np.bincount(idx, mass * losses, len(BIN_EDGES) - 1)
+    keep = probs > 0
+    return LossPmf(sums[keep] / probs[keep], probs[keep] / probs[keep].sum())
+
+
+_GRID = (np.arange(20_000) + 0.5) / 20_000
 
 
 def classifier_pmf(a: float, b: float, label_noise: float) -> LossPmf:
@@ -62,16 +94,29 @@ def classifier_pmf(a: float, b: float, label_noise: float) -> LossPmf:
     Confidence q = 1 - u/2 with u ~ Beta(a, b); the label agrees with the prediction with probability
     q (1 - noise) + (1 - q) noise; the loss is -log q or -log(1 - q) with p clipped at 1e-6.
     """
-    grid = (np.arange(20_000) + 0.5) / 20_000
-    q = 1.0 - 0.5 * stats.beta.ppf(grid, a, b)
+    q = 1.0 - 0.5 * stats.beta.ppf(_GRID, a, b)
     agree = q * (1 - label_noise) + (1 - q) * label_noise
     losses = np.concatenate([-np.log(np.maximum(q, 1e-6)), -np.log(np.maximum(1 - q, 1e-6))])
-    mass = np.concatenate([agree, 1 - agree]) / len(grid)
-    idx = np.clip(np.searchsorted(BIN_EDGES, losses, side="right") - 1, 0, len(BIN_EDGES) - 2)
-    probs = np.bincount(idx, mass, len(BIN_EDGES) - 1)
-    sums = np.bincount(idx, mass * losses, len(BIN_EDGES) - 1)
-    keep = probs > 0
-    return LossPmf(sums[keep] / probs[keep], probs[keep] / probs[keep].sum())
+    return _binned(losses, np.concatenate([agree, 1 - agree]) / len(_GRID))
+
+
+def beta_mixture_pmf() -> LossPmf:
+    """-ln p with p ~ 0.99 Beta(8, 2) + 0.01 Beta(0.5, 5): mean about 0.27 nats, 1% in a heavy tail."""
+    bulk = -np.log(np.maximum(stats.beta.ppf(_GRID, 8, 2), 1e-6))
+    tail = -np.log(np.maximum(stats.beta.ppf(_GRID, 0.5, 5), 1e-6))
+    mass = np.concatenate([np.full(len(_GRID), 0.99), np.full(len(_GRID), 0.01)]) / len(_GRID)
+    return _binned(np.concatenate([bulk, tail]), mass)
+
+
+def softmax_pmf(classes: int, noise: float) -> LossPmf:
+    """A calibrated softmax: top probability q = 1/C + (1 - 1/C) Beta(4, 1.2), the rest spread evenly;
+    the true class is the top one with probability q, and a fraction `noise` of labels is replaced by
+    a uniformly random class (so a confident model pays -ln((1 - q)/(C - 1)) on those)."""
+    q = 1 / classes + (1 - 1 / classes) * stats.beta.ppf(_GRID, 4, 1.2)
+    top = (1 - noise) * q + noise / classes
+    rest = np.maximum((1 - q) / (classes - 1), 1e-6)
+    losses = np.concatenate([-np.log(np.maximum(q, 1e-6)), -np.log(rest)])
+    return _binned(losses, np.concatenate([top, 1 - top]) / len(_GRID))
 
 
 EASY = classifier_pmf(0.4, 1.5, 0.01)  # the default traffic: mean 0.295, skew 5.5, excess kurtosis 52
@@ -123,21 +168,22 @@ class Streams:
     qc: FloatArray
     tc: FloatArray
     oracle_information: FloatArray  # cumulative sum of 1 / (sigma_c^2/n_c + sigma_b^2/n_b), true variances
+    plan: Plan = DEFAULT_PLAN
 
 
-def _expected_labels(share: FloatArray, delayed: bool) -> FloatArray:
+def _expected_labels(share: FloatArray, delayed: bool, labelled: float) -> FloatArray:
     """Expected labelled predictions arriving per interval for an arm served at `share` per interval.
 
     With delays, predictions served at interval j are labelled at j + D, D geometric on {0, 1, ...}
     with the given mean; labels are attributed to the arm that served them, whenever they arrive.
     Before the rollout the arm had served at its first share (the baseline at 100%).
     """
-    served = LABELLED_PER_INTERVAL * share
+    served = labelled * share
     if not delayed:
         return served
     g = LABEL_DELAY_MEAN_INTERVALS / (1 + LABEL_DELAY_MEAN_INTERVALS)
     out = np.empty_like(served)
-    level = LABELLED_PER_INTERVAL * (1.0 if share[0] > 0.5 else 0.0)  # steady state before the rollout
+    level = labelled * (1.0 if share[0] > 0.5 else 0.0)  # steady state before the rollout
     for k, s in enumerate(served):
         level = g * level + (1 - g) * s
         out[k] = level
@@ -177,14 +223,17 @@ def _mix_variance(pmfs: list[tuple[LossPmf, FloatArray]]) -> FloatArray:
     return out
 
 
-def simulate(scenario: Scenario, replications: int, seed: int, chunk: int = 2000) -> Streams:
+def simulate(
+    scenario: Scenario, replications: int, seed: int, plan: Plan = DEFAULT_PLAN, chunk: int = 2000
+) -> Streams:
     rng = np.random.default_rng(seed)
-    share_c = WEIGHTS / 100.0
-    mean_c = _expected_labels(share_c, scenario.label_delay)
-    mean_b = _expected_labels(1.0 - share_c, scenario.label_delay)
+    share_c = plan.weights / 100.0
+    looks = plan.looks
+    mean_c = _expected_labels(share_c, scenario.label_delay, plan.labelled_per_interval)
+    mean_b = _expected_labels(1.0 - share_c, scenario.label_delay, plan.labelled_per_interval)
     if scenario.hard_share is None:
-        comp_b = [(scenario.baseline, np.ones(LOOKS))]
-        comp_c = [(scenario.canary, np.ones(LOOKS))]
+        comp_b = [(scenario.baseline, np.ones(looks))]
+        comp_c = [(scenario.canary, np.ones(looks))]
     else:
         h = scenario.hard_share
         # The canary of the diurnal scenario is equal: easy and hard requests score as the baseline's.
@@ -193,28 +242,30 @@ def simulate(scenario: Scenario, replications: int, seed: int, chunk: int = 2000
     parts: list[tuple[FloatArray, ...]] = []
     for start in range(0, replications, chunk):
         r = min(chunk, replications - start)
-        b = _draw_arm(rng, np.broadcast_to(mean_b, (r, LOOKS)), comp_b)
-        c = _draw_arm(rng, np.broadcast_to(mean_c, (r, LOOKS)), comp_c)
+        b = _draw_arm(rng, np.broadcast_to(mean_b, (r, looks)), comp_b)
+        c = _draw_arm(rng, np.broadcast_to(mean_c, (r, looks)), comp_c)
         parts.append(b + c)
     cols = [np.concatenate([p[i] for p in parts]) for i in range(8)]
     var_b, var_c = _mix_variance(comp_b), _mix_variance(comp_c)
     nb, nc = cols[0], cols[4]
     with np.errstate(divide="ignore"):
         w = np.where((nb > 0) & (nc > 0), 1.0 / (var_c / np.maximum(nc, 1) + var_b / np.maximum(nb, 1)), 0.0)
-    return Streams(*cols, oracle_information=np.cumsum(w, axis=-1))
+    return Streams(*cols, oracle_information=np.cumsum(w, axis=-1), plan=plan)
 
 
-def diurnal_hard_share() -> FloatArray:
+def diurnal_hard_share(looks: int) -> FloatArray:
     """Share of hard requests rising from 10% to 80% over the ramp (an evening peak), so the canary's
     bigger later splits see harder traffic than its early ones."""
-    x = np.linspace(0.0, 1.0, LOOKS)
+    x = np.linspace(0.0, 1.0, looks)
     return 0.1 + 0.7 * (1 - np.cos(np.pi * x)) / 2
 
 
-def scenarios(null_replications: int, other_replications: int) -> list[Scenario]:
+def scenarios(
+    null_replications: int, other_replications: int, looks: int = DEFAULT_PLAN.looks
+) -> list[Scenario]:
     m = RELATIVE_MARGIN
     nr, orr = null_replications, other_replications
-    mix = diurnal_hard_share()
+    mix = diurnal_hard_share(looks)
     return [
         Scenario("equal canary", EASY, replications=nr),
         Scenario("-5%", EASY.scaled(0.95), replications=nr),

@@ -1,11 +1,15 @@
 """Detection benchmark: lossgate's sequential judge against the usual canary rules, on the same
-simulated rollouts (STATISTICS.md "Limit and baselines"; issue 4).
+simulated rollouts (docs/judge.md, "The detection benchmark").
 
-    .venv/bin/python bench/detection.py            # full size (10,000 replications per scenario)
-    .venv/bin/python bench/detection.py --quick    # 1,000 / 500 replications, for development
+    .venv/bin/python bench/detection.py            # full size: the count sweep, then the rules
+    .venv/bin/python bench/detection.py --quick    # fewer replications, for development
+    .venv/bin/python bench/detection.py --labelled 200 --looks-per-step 50 --no-sweep
 
-Prints one table per scenario and a headline table, writes bench/results/detection.json and
-bench/results/detection.png (delay and power against effect size, per rule).
+The count sweep runs the judge (and the judge before the bounded test) from 5 to 30,000 labelled
+canary predictions per interval, on three heavy-tailed loss distributions, with and without weight
+changes and with a diurnal mix; its table is the headline. The rules comparison then runs every rule
+on one plan. Writes bench/results/detection.json (detection-<labelled>.json for another plan) and
+detection.png (delay and power against effect size, per rule).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 
+from _legacy_judge import LegacyConfig
 from _rules import (
     ALPHA,
     Outcome,
@@ -34,45 +39,44 @@ from _rules import (
     pocock,
     pocock_constant,
     run_judge,
+    run_legacy,
     sprt,
     threshold_rule,
 )
 from _sim import (
+    DEFAULT_PLAN,
     EASY,
     INTERVAL_S,
-    LABELLED_PER_INTERVAL,
-    LOOKS,
-    LOOKS_PER_STEP,
     RELATIVE_MARGIN,
-    STEP_WEIGHTS,
+    Plan,
     Scenario,
     Streams,
     scenarios,
     simulate,
 )
-from lossgate.core.judge import DEFAULT_RHO_SCALES, JudgeConfig, planned_information
-from lossgate.core.mixture import log_lambda_mixture, rho_from_planned_information
+from _sweep import plot_sweep, run_sweep, sweep_headline
+from lossgate.core.bounded import information_to_cross
+from lossgate.core.judge import JudgeConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TYPICAL_THRESHOLD_FAILURES = 3  # Argo failureLimit / Flagger threshold as commonly configured
 KAYENTA_EVERY = 2  # Kayenta-style analysis every 2 intervals (1 minute)
 
+KAYENTA_MAX_LOOKS = 100  # its pairwise Hodges-Lehmann cost grows with looks squared
 JUDGE = "lossgate judge"
-JUDGE_DEFAULT = "lossgate judge (default rho)"
-JUDGE_SINGLE = "lossgate, single rho (STATISTICS)"
+JUDGE_BEFORE = "lossgate before (normal mixture)"
 JUDGE_MATCHED = "lossgate, alpha for 1% actual"
 RULES = (
     JUDGE,
-    JUDGE_DEFAULT,
-    JUDGE_SINGLE,
+    JUDGE_BEFORE,
     JUDGE_MATCHED,
     "naive repeated Welch z",
     "fixed horizon (end of ramp)",
     "threshold, typical (2%, 3 fails)",
     "threshold, calibrated to 1%",
     "Kayenta-style Mann-Whitney",
-    "Bonferroni (80 looks)",
-    "Pocock (80 looks)",
+    "Bonferroni (every look)",
+    "Pocock (every look)",
     "SPRT knowing theta1 (limit)",
 )
 
@@ -164,34 +168,34 @@ def print_table(title: str, scenario: Scenario, results: dict[str, Metrics]) -> 
         print(f"{rule:34} {rate:>26} {delay:>19} {samples:>24} {m.promoted:>9.3f} {fmt(m.ratio, '.2f'):>6}")
 
 
-def predicted_power(effect: float, information: float, rho: float, alpha: float) -> float:
-    """Power of the mixture test judged from the last look alone: theta_hat ~ N(theta, 1/I) must
-    exceed the boundary b with Lambda_plus(I b, I) = 1/alpha. A lower bound (earlier looks also count)."""
+def planned_information(steps: list[tuple[float, float]], variance: float) -> float:
+    """Information a plan is expected to yield: sum over steps of n_s p_s (1 - p_s) / sigma^2, with
+    n_s the labelled samples of both arms during the step and p_s its canary fraction."""
+    return sum(n * p * (1.0 - p) for n, p in steps) / variance
+
+
+def predicted_power(effect: float, information: float, margin: float, alpha: float) -> float:
+    """Power of the test judged from the last look alone, in the normal approximation of each grid
+    bet: theta_hat ~ N(theta, 1/I) must exceed the excess at which the test crosses at I."""
     b = optimize.brentq(
-        lambda e: (
-            float(log_lambda_mixture(information * e, information, rho, DEFAULT_RHO_SCALES))
-            - math.log(1 / alpha)
-        ),
-        0,
-        10,
+        lambda e: information_to_cross(e, margin, 0.0, alpha) - information, 1e-9, 10.0, xtol=1e-15
     )
     return float(special.ndtr((effect - b) * math.sqrt(information)))
 
 
-def plan() -> dict[str, Any]:
-    """The planning numbers a user would compute before the rollout (STATISTICS.md)."""
+def plan_numbers(plan: Plan) -> dict[str, Any]:
+    """The planning numbers a user would compute before the rollout."""
     var = EASY.var
-    per_step = LABELLED_PER_INTERVAL * LOOKS_PER_STEP
-    steps = [(per_step, w / 100) for w in STEP_WEIGHTS]
+    per_step = plan.labelled_per_interval * plan.looks_per_step
+    steps = [(per_step, w / 100) for w in plan.step_weights]
     i_star = planned_information(steps[:3], var)  # information near the end of the 25% step
     i_end = planned_information(steps, var)
     margin = RELATIVE_MARGIN * EASY.mean
-    rho = rho_from_planned_information(i_star, ALPHA)
     return {
-        "labelled_per_interval": LABELLED_PER_INTERVAL,
+        "labelled_per_interval": plan.labelled_per_interval,
         "interval_s": INTERVAL_S,
-        "steps_percent": list(STEP_WEIGHTS),
-        "looks_per_step": LOOKS_PER_STEP,
+        "steps_percent": list(plan.step_weights),
+        "looks_per_step": plan.looks_per_step,
         "relative_margin": RELATIVE_MARGIN,
         "margin_nats": margin,
         "loss_mean": EASY.mean,
@@ -201,41 +205,34 @@ def plan() -> dict[str, Any]:
         "tail_rate_above_4.6": EASY.tail_rate,
         "planned_information_25pct_end": i_star,
         "planned_information_ramp_end": i_end,
-        "rho": rho,
-        "predicted_power_at_2_margins_last_look": predicted_power(margin, i_end, rho, ALPHA),
+        "predicted_power_at_2_margins_last_look": predicted_power(margin, i_end, margin, ALPHA),
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     started = time.perf_counter()
-    the_plan = plan()
+    the_plan = plan_numbers(plan)
     print(
         "plan:",
         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in the_plan.items()),
     )
-    judge_cfg = JudgeConfig(
-        relative_margin=RELATIVE_MARGIN, planned_information=the_plan["planned_information_25pct_end"]
-    )
-    default_cfg = JudgeConfig(relative_margin=RELATIVE_MARGIN)
-    single_cfg = JudgeConfig(
-        relative_margin=RELATIVE_MARGIN,
-        planned_information=the_plan["planned_information_25pct_end"],
-        rho_scales=(1.0,),
-    )
-    cal_stream = simulate(scenarios(1, 1)[0], args.calibration_reps, seed=args.seed + 999)
+    judge_cfg = JudgeConfig(relative_margin=RELATIVE_MARGIN)
+    legacy_cfg = LegacyConfig(relative_margin=RELATIVE_MARGIN)
+    all_scenarios = scenarios(1, 1, plan.looks)
+    cal_stream = simulate(all_scenarios[0], args.calibration_reps, seed=args.seed + 999, plan=plan)
     calibrated = calibrate_threshold(cal_stream, TYPICAL_THRESHOLD_FAILURES, target=0.01)
-    c_pocock = pocock_constant()
+    c_pocock = pocock_constant(plan)
     # "At equal false-rollback rate": the judge is conservative (Ville's bound is loose over 80 discrete
     # looks), so also run it at the alpha_rollback that gives 1% actual false rollbacks at the margin,
     # found on separate boundary rollouts. A rollout is rolled back iff the running-minimum p-value at
     # the last look is <= alpha (the quota is met by then), so that alpha is a quantile.
-    boundary_scenario = next(sc for sc in scenarios(1, 1) if "boundary" in sc.name)
+    boundary_scenario = next(sc for sc in all_scenarios if "boundary" in sc.name)
     _, cal_path = run_judge(
-        simulate(boundary_scenario, args.calibration_reps, seed=args.seed + 998), judge_cfg
+        simulate(boundary_scenario, args.calibration_reps, seed=args.seed + 998, plan=plan), judge_cfg
     )
     matched_alpha = float(np.exp(np.quantile(cal_path.log_p_regression[:, -1], 0.01)))
     matched_cfg = dataclasses.replace(judge_cfg, alpha_rollback=min(matched_alpha, 0.49))
-    z_bonferroni = special.ndtri(1 - ALPHA / LOOKS)
+    z_bonferroni = special.ndtri(1 - ALPHA / plan.looks)
     print(
         f"calibrated threshold (1% false rollbacks on {args.calibration_reps} separate equal-canary "
         f"rollouts): {calibrated:.3f}; Pocock constant {c_pocock:.3f} vs Bonferroni {z_bonferroni:.3f}; "
@@ -256,30 +253,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scenarios": {},
     }
     boundary: dict[str, Metrics] = {}
-    for i, sc in enumerate(scenarios(args.null_reps, args.reps)):
+    for i, sc in enumerate(scenarios(args.null_reps, args.reps, plan.looks)):
         t0 = time.perf_counter()
         reps = sc.replications
-        s = simulate(sc, reps, seed=args.seed + i)
+        s = simulate(sc, reps, seed=args.seed + i, plan=plan)
         judge_out, path = run_judge(s, judge_cfg)
-        default_out, _ = run_judge(s, default_cfg)
-        single_out, _ = run_judge(s, single_cfg)
+        before_out, _ = run_legacy(s, legacy_cfg)
         matched_out, _ = run_judge(s, matched_cfg)
         effect = sc.theta - sc.margin
         outcomes: dict[str, Outcome] = {
             JUDGE: judge_out,
-            JUDGE_DEFAULT: default_out,
-            JUDGE_SINGLE: single_out,
+            JUDGE_BEFORE: before_out,
             JUDGE_MATCHED: matched_out,
-            RULES[4]: naive_welch(s),
-            RULES[5]: fixed_horizon(path),
-            RULES[6]: threshold_rule(s, RELATIVE_MARGIN, TYPICAL_THRESHOLD_FAILURES),
-            RULES[7]: threshold_rule(s, calibrated, TYPICAL_THRESHOLD_FAILURES),
-            RULES[8]: kayenta(s, KAYENTA_EVERY),
-            RULES[9]: bonferroni(path),
-            RULES[10]: pocock(path, c_pocock),
+            RULES[3]: naive_welch(s),
+            RULES[4]: fixed_horizon(path),
+            RULES[5]: threshold_rule(s, RELATIVE_MARGIN, TYPICAL_THRESHOLD_FAILURES),
+            RULES[6]: threshold_rule(s, calibrated, TYPICAL_THRESHOLD_FAILURES),
+            RULES[8]: bonferroni(path),
+            RULES[9]: pocock(path, c_pocock),
             # Under a null the SPRT is designed for theta1 = 2 margins (it must assume some alternative).
-            RULES[11]: sprt(path, sc.margin if sc.null else effect),
+            RULES[10]: sprt(path, sc.margin if sc.null else effect),
         }
+        if plan.looks <= KAYENTA_MAX_LOOKS:
+            outcomes[RULES[7]] = kayenta(s, KAYENTA_EVERY)
         results = {rule: metrics(o, s, reps) for rule, o in outcomes.items()}
         if "boundary" in sc.name:
             boundary = results
@@ -299,9 +295,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "label_delay": sc.label_delay,
             "diurnal": sc.hard_share is not None,
             "catastrophic_guard_fired": float(path.catastrophic.any(axis=-1).mean()),
+            "catastrophic_guard_fired_before": float(run_legacy(s, legacy_cfg)[1].any(axis=-1).mean()),
             "rules": {rule: m.__dict__ for rule, m in results.items()},
         }
-    out["wall_s"] = time.perf_counter() - started
+    out["rules_wall_s"] = time.perf_counter() - started
     return out
 
 
@@ -318,6 +315,8 @@ def headline(out: dict[str, Any]) -> str:
     ]
     rows.append("-" * len(rows[0]))
     for rule in RULES:
+        if rule not in sc[equal]["rules"]:
+            continue
 
         def g(name: str, key: str, rule: str = rule) -> Any:
             return sc[name]["rules"][rule][key]
@@ -354,8 +353,7 @@ def plot(out: dict[str, Any], path: Path) -> bool:
     # The judge in black, its variants in greys, the other rules in distinct colours.
     looks = {
         JUDGE: ("black", "-", "o", 2.6),
-        JUDGE_DEFAULT: ("0.45", "--", "o", 1.2),
-        JUDGE_SINGLE: ("0.6", ":", "o", 1.4),
+        JUDGE_BEFORE: ("0.5", "--", "o", 1.4),
         JUDGE_MATCHED: ("0.3", "-.", "o", 1.2),
     }
     others = [
@@ -369,9 +367,11 @@ def plot(out: dict[str, Any], path: Path) -> bool:
         "tab:orange",
     ]
     markers = ["s", "s", "^", "^", "v", "D", "d", "x"]
-    for rule, colour, marker in zip(RULES[4:], others, markers, strict=True):
+    for rule, colour, marker in zip(RULES[3:], others, markers, strict=True):
         looks[rule] = (colour, "-" if rule != RULES[-1] else ":", marker, 1.2)
     for rule in RULES:
+        if rule not in sc[curve[0]]["rules"]:
+            continue
         colour, line, marker, lw = looks[rule]
         power = [sc[n]["rules"][rule]["rate"] for n in curve]
         delay = [sc[n]["rules"][rule]["mean_canary_samples"] for n in curve]
@@ -395,7 +395,7 @@ def plot(out: dict[str, Any], path: Path) -> bool:
     for ax in (ax_power, ax_delay):
         ax.grid(True, which="both", lw=0.3)
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{v:g}" for v in x])
+        ax.set_xticklabels([f"{v:.3g}" for v in x])
         ax.minorticks_off()
     p = out["plan"]
     fig.suptitle(
@@ -415,33 +415,50 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--null-reps", type=int, default=10_000, help="replications of each null scenario")
     ap.add_argument("--reps", type=int, default=10_000, help="replications of each regression scenario")
     ap.add_argument("--calibration-reps", type=int, default=5_000)
+    ap.add_argument("--sweep-null-reps", type=int, default=2_000, help="per null cell of the count sweep")
+    ap.add_argument("--sweep-reps", type=int, default=500, help="per regression cell of the count sweep")
+    ap.add_argument("--labelled", type=float, default=DEFAULT_PLAN.labelled_per_interval)
+    ap.add_argument("--looks-per-step", type=int, default=DEFAULT_PLAN.looks_per_step)
+    ap.add_argument("--no-sweep", action="store_true", help="only the rules comparison")
+    ap.add_argument("--sweep-only", action="store_true", help="only the count sweep")
     ap.add_argument("--seed", type=int, default=20240601)
-    ap.add_argument("--quick", action="store_true", help="1,000 / 500 replications (development)")
+    ap.add_argument("--quick", action="store_true", help="fewer replications (development)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from an existing detection.json")
     args = ap.parse_args(argv)
+    plan = Plan(labelled_per_interval=args.labelled, looks_per_step=args.looks_per_step)
+    name = "detection" if plan == DEFAULT_PLAN else f"detection-{args.labelled:g}"
     if args.plot_only:
-        return (
-            0
-            if plot(json.loads((args.out / "detection.json").read_text()), args.out / "detection.png")
-            else 1
-        )
+        saved = json.loads((args.out / f"{name}.json").read_text())
+        if "sweep" in saved:
+            plot_sweep(saved["sweep"], args.out / "detection-sweep.png")
+        return 0 if plot(saved, args.out / f"{name}.png") else 1
     if args.quick:
         args.null_reps, args.reps, args.calibration_reps = 1000, 500, 1000
-    out = run(args)
-    table = headline(out)
-    print(
-        "\n=== headline (FR = false rollbacks; d = margin; samples = mean labelled canary samples "
-        "at rollback) ==="
-    )
-    print(table)
-    out["headline"] = table
+        args.sweep_null_reps, args.sweep_reps = 500, 200
+    started = time.perf_counter()
+    out: dict[str, Any] = {}
+    tables = []
+    if not args.no_sweep:
+        out["sweep"] = run_sweep(args.sweep_null_reps, args.sweep_reps, args.seed)
+        tables.append(sweep_headline(out["sweep"]))
+    if not args.sweep_only:
+        out.update(run(args, plan))
+        tables.append(
+            "rules on one plan (FR = false rollbacks; d = margin; samples = mean labelled canary "
+            "samples at rollback)\n" + headline(out)
+        )
+    out["headline"] = "\n\n".join(tables)
+    out["wall_s"] = time.perf_counter() - started
+    print("\n=== headline ===")
+    print(out["headline"])
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "detection.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
-    plotted = plot(out, args.out / "detection.png")
-    print(
-        f"\nwrote {args.out / 'detection.json'}" + (f" and {args.out / 'detection.png'}" if plotted else "")
-    )
+    (args.out / f"{name}.json").write_text(json.dumps(out, indent=1, default=float) + "\n")
+    plotted = not args.sweep_only and plot(out, args.out / f"{name}.png")
+    if "sweep" in out:
+        plot_sweep(out["sweep"], args.out / "detection-sweep.png")
+    png = f" and {args.out / (name + '.png')}" if plotted else ""
+    print(f"\nwrote {args.out / (name + '.json')}{png}")
     print(f"wall time {out['wall_s']:.0f} s")
     return 0
 

@@ -46,14 +46,14 @@ def draw(
     delta = [lk.delta if ok else nan for lk, ok in zip(looks, known, strict=True)]
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, height_ratios=(3, 1))
     if len(looks) >= SPARSE:
-        ax.fill_between(t, low, high, alpha=0.25, color="tab:blue", label="95% confidence sequence")
+        ax.fill_between(t, low, high, alpha=0.25, color="tab:blue", label="confidence sequence")
     else:  # a few recorded decisions: one interval per point reads better than a band
         err = [
             [d - lo for d, lo in zip(delta, low, strict=True)],
             [hi - d for d, hi in zip(delta, high, strict=True)],
         ]
         ax.errorbar(t, delta, yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=6, elinewidth=6,
-                    label="95% confidence sequence")  # fmt: skip
+                    label="confidence sequence")  # fmt: skip
     ax.plot(t, delta, color="tab:blue", marker="o", markersize=3, label="delta (canary - baseline)")
     if len(looks) >= SPARSE:
         ax.plot(t, [lk.margin for lk in looks], color="tab:red", linestyle="--", label="margin")

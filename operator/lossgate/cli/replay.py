@@ -94,7 +94,7 @@ def outcome(looks: Sequence[Look]) -> str:
         return (f"no decision by {iso(last.time)} (look {last.look}): {last.verdict}, about "
                 f"{last.samples_needed:,} more canary samples needed")  # fmt: skip
     what = "ROLL BACK (regression)" if d.verdict == LossVerdict.REGRESSION else "PROMOTE (not worse shown)"
-    return (f"would {what} at {iso(d.time)} (look {d.look}): delta {d.delta:+.4f} nats, 95% CS "
+    return (f"would {what} at {iso(d.time)} (look {d.look}): delta {d.delta:+.4f} nats, CS "
             f"[{d.cs_low:+.4f}, {d.cs_high:+.4f}], margin {d.margin:.4f}, {d.n_canary:,.0f} canary / "
             f"{d.n_baseline:,.0f} baseline samples")  # fmt: skip
 
@@ -179,7 +179,7 @@ def read_intervals(
 
 def look_table(looks: Sequence[Look]) -> Table:
     t = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("look", "time (UTC)", "n base", "n canary", "delta", "95% CS", "p(regr.)", "p(not worse)",
+    for col in ("look", "time (UTC)", "n base", "n canary", "delta", "CS", "p(regr.)", "p(not worse)",
                 "verdict", "needed"):  # fmt: skip
         t.add_column(col, no_wrap=True, justify="right" if col not in ("time (UTC)", "verdict") else "left")
     for lk in looks:
@@ -208,7 +208,7 @@ def run_replay(args: argparse.Namespace, out: TextIO) -> int:
         doc = {
             "prometheus": address, "model": ref.model, "baseline": ref.baseline_version,
             "canary": ref.canary_version, "from": iso(start), "to": iso(end), "intervalSeconds": interval,
-            "config": {k: v for k, v in asdict(config).items() if k != "rho_scales"},
+            "config": asdict(config),
             "looks": [lk.to_json() for lk in looks], "outcome": outcome(looks),
             "decision": (d.to_json() if (d := first_decision(looks)) else None),
         }  # fmt: skip

@@ -78,7 +78,7 @@ def table(objs: list[dict[str, Any]], now: datetime | None = None) -> Table:
     """One row per rollout (what `lossgate get` and `lossgate get -A` show)."""
     now = now or datetime.now(UTC)
     t = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("NAMESPACE", "NAME", "PHASE", "STEP", "WEIGHT", "N BASE/CANARY", "DELTA", "95% CS",
+    for col in ("NAMESPACE", "NAME", "PHASE", "STEP", "WEIGHT", "N BASE/CANARY", "DELTA", "CS",
                 "VERDICT", "HEALTH", "AGE"):  # fmt: skip
         t.add_column(col, no_wrap=col in ("NAME", "PHASE", "STEP", "WEIGHT", "VERDICT"))
     for obj in objs:

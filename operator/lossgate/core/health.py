@@ -1,4 +1,4 @@
-"""Gradient-health gate of the canary's training run (STATISTICS.md, "Gradient health").
+"""Gradient-health gate of the canary's training run (docs/judge.md, "The gradient-health gate").
 
 `assess(run, config)` is pure: pass / warn / fail / unknown, with the reasons and the numbers behind
 them. It is a gate outside the judge's alpha: a failure blocks the rollout before traffic moves (and
@@ -37,7 +37,7 @@ from lossgate.core.verdicts import HealthVerdict
 
 @dataclass(frozen=True)
 class HealthConfig:
-    """Thresholds of the gate (defaults from STATISTICS.md).
+    """Thresholds of the gate (defaults in docs/judge.md).
 
     `max_grad_norm_spike` is the user's hard bound (the CR's `maxGradNormSpike`): a ratio of the
     gradient norm to its trailing median (10 means "ten times the recent typical norm"); one applied
@@ -48,10 +48,10 @@ class HealthConfig:
     """
 
     warmup_steps: float = 500.0  # training steps excluded from spike, scale and divergence rules
-    window: int = 300  # trailing points for median / MAD (STATISTICS.md: 200-500)
+    window: int = 300  # trailing points for median / MAD (200-500 work)
     min_history: int = 60  # points of history before a point is judged at all
     grad_norm_spike_z: float = 6.0
-    loss_spike_z: float = 7.0  # STATISTICS.md: 6-8
+    loss_spike_z: float = 7.0  # 6-8 work
     spikes_per_1000: float = 3.0  # fail on more spike events than this in any 1000 points
     warn_spikes_per_1000: float = 3.0  # warn at this many (m-of-n hysteresis: 3-of-1000 warns, 4 fails)
     recovery_steps: int = 200  # a spike is unrecovered if the loss stays up this long ...

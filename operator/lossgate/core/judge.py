@@ -1,11 +1,10 @@
 """The sequential loss judge: is the canary's mean cross-entropy worse than the baseline's by more
-than a margin, shown not worse, or not yet known? (STATISTICS.md; docs/judge.md.)
+than a margin, shown not worse, or not yet known? (docs/judge.md.)
 
 `evaluate(intervals, config)` is pure and deterministic. It recomputes every look (every prefix of
 the intervals) in one vectorised pass, so the always-valid p-values (the minimum over looks of
-1/Lambda) are correct from the interval history alone: no state needs to survive an operator restart.
-`judge_path` is the same computation over arrays shaped (..., K); the detection benchmark runs
-thousands of simulated rollouts through it.
+1/E) are correct from the interval history alone. `judge_path` is the same computation over arrays
+shaped (..., K); the detection benchmark runs thousands of simulated rollouts through it.
 """
 
 from __future__ import annotations
@@ -17,12 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from lossgate.core.bounded import (
+    NOT_WORSE,
+    REGRESSION,
+    components,
+    confidence_bound,
+    information_to_cross,
+    log_e_value,
+)
 from lossgate.core.catastrophic import log_tail_mixture
 from lossgate.core.evidence import IntervalStats
 from lossgate.core.judge_types import (
-    DEFAULT_PLAN_POWER,
-    DEFAULT_RHO_SCALES,
-    LOSS_BOUND_NATS,
     MAX_SAMPLES_NEEDED,
     MIN_MARGIN_NATS,
     BoolArray,
@@ -30,17 +34,11 @@ from lossgate.core.judge_types import (
     JudgeConfig,
     JudgeResult,
 )
-from lossgate.core.mixture import (
-    cs_half_width_mixture,
-    information_to_cross,
-    log_lambda_mixture,
-)
-from lossgate.core.stratified import ArmArrays, StratifiedPath, arm_valid, stratified_path
+from lossgate.core.limits import LOSS_BOUND_NATS
+from lossgate.core.stratified import ArmArrays, StratifiedPath, stratified_path
 from lossgate.core.verdicts import LossVerdict
 
 __all__ = [
-    "DEFAULT_PLAN_POWER",
-    "DEFAULT_RHO_SCALES",
     "LOSS_BOUND_NATS",
     "MAX_SAMPLES_NEEDED",
     "MIN_MARGIN_NATS",
@@ -49,7 +47,6 @@ __all__ = [
     "JudgeResult",
     "evaluate",
     "judge_path",
-    "planned_information",
     "used_intervals",
 ]
 
@@ -59,9 +56,9 @@ class JudgePath:
     """Per-look state of the judge over arrays shaped (..., K)."""
 
     estimator: StratifiedPath
-    margin: FloatArray
-    rho: FloatArray
-    log_p_regression: FloatArray  # running min over looks of -log Lambda, <= 0
+    margin: FloatArray  # the margin at each look (resolved against the baseline's mean so far)
+    scale: FloatArray  # the predictable margin each stratum's bets are scaled by
+    log_p_regression: FloatArray  # running min over looks of -log E at that look's margin, <= 0
     log_p_not_worse: FloatArray
     log_p_catastrophic: FloatArray
     regression: BoolArray  # the judge says REGRESSION at this look
@@ -88,6 +85,11 @@ def used_intervals(weights: Sequence[float | None], drop_first_after_change: boo
     return used
 
 
+def _running_log_p(log_e: FloatArray) -> FloatArray:
+    out: FloatArray = np.minimum.accumulate(np.minimum(-log_e, 0.0), axis=-1)
+    return out
+
+
 def judge_path(
     baseline: ArmArrays,
     canary: ArmArrays,
@@ -100,18 +102,16 @@ def judge_path(
     est = stratified_path(baseline, canary, used)
     mean_b = np.where(est.n_baseline > 0, est.sum_baseline / np.maximum(est.n_baseline, 1.0), 0.0)
     margin = config.resolve_margin(mean_b)
-    rho = config.resolve_rho(margin)
-    info = est.information
-    lam_reg = log_lambda_mixture(info * (est.theta_hat - margin), info, rho, config.rho_scales)
-    lam_nw = log_lambda_mixture(info * (margin - est.theta_hat), info, rho, config.rho_scales)
-    log_p_reg = np.minimum.accumulate(np.minimum(-lam_reg, 0.0), axis=-1)
-    log_p_nw = np.minimum.accumulate(np.minimum(-lam_nw, 0.0), axis=-1)
+    scale = config.resolve_margin(est.centre_b)  # from data before each stratum: predictable
+    log_e_reg = log_e_value(components(est, scale, REGRESSION), REGRESSION, margin)
+    log_e_nw = log_e_value(components(est, scale, NOT_WORSE), NOT_WORSE, margin)
+    log_p_reg = _running_log_p(log_e_reg)
+    log_p_nw = _running_log_p(log_e_nw)
 
-    valid = arm_valid(baseline, used) & arm_valid(canary, used)
     log_cat = log_tail_mixture(
-        tail_baseline, tail_canary, baseline.n, canary.n, valid, config.catastrophic_ratio
+        tail_baseline, tail_canary, baseline.n, canary.n, est.stratum, config.catastrophic_ratio
     )
-    log_p_cat = np.minimum.accumulate(np.minimum(-log_cat, 0.0), axis=-1)
+    log_p_cat = _running_log_p(log_cat)
 
     catastrophic = log_p_cat <= math.log(config.catastrophic_alpha)
     regression = catastrophic | (
@@ -122,7 +122,7 @@ def judge_path(
         & (log_p_nw <= math.log(config.alpha_promote))
         & (est.n_canary >= config.min_samples_before_promote)
     )
-    return JudgePath(est, margin, rho, log_p_reg, log_p_nw, log_p_cat, regression, not_worse, catastrophic)
+    return JudgePath(est, margin, scale, log_p_reg, log_p_nw, log_p_cat, regression, not_worse, catastrophic)
 
 
 def _arrays(intervals: Sequence[IntervalStats]) -> tuple[ArmArrays, ArmArrays, FloatArray, FloatArray]:
@@ -158,6 +158,41 @@ def _fmt_p(log_p: float) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
 
 
+def _first(flags: BoolArray) -> int:
+    return int(np.argmax(flags)) if bool(flags.any()) else len(flags) - 1
+
+
+def _running_bounds(path: JudgePath, config: JudgeConfig) -> tuple[FloatArray, FloatArray]:
+    """The confidence sequence's running intersection after each look: the highest lower bound (at
+    alpha_rollback) and the lowest upper bound (at alpha_promote) so far."""
+    est = path.estimator
+    low = confidence_bound(list(components(est, path.scale, REGRESSION)), REGRESSION, config.alpha_rollback)
+    high = confidence_bound(list(components(est, path.scale, NOT_WORSE)), NOT_WORSE, config.alpha_promote)
+    return np.maximum.accumulate(low), np.minimum.accumulate(high)
+
+
+@dataclass(frozen=True)
+class _Decision:
+    verdict: LossVerdict | None  # None while undecided
+    look: int  # the first look with this verdict (gates met), else the last look
+    crossed: int  # the look where the evidence crossed alpha (<= look), whose margin the test used
+
+
+def _decision(path: JudgePath, config: JudgeConfig) -> _Decision:
+    """The verdict at the last look, the look it was first reached, and where its evidence crossed."""
+    last = len(path.margin) - 1
+    if bool(path.regression[-1]):
+        look = _first(path.regression)
+        if bool(path.catastrophic[look]):
+            return _Decision(LossVerdict.REGRESSION, look, look)
+        crossed = _first(path.log_p_regression <= math.log(config.alpha_rollback))
+        return _Decision(LossVerdict.REGRESSION, look, crossed)
+    if bool(path.not_worse[-1]):
+        crossed = _first(path.log_p_not_worse <= math.log(config.alpha_promote))
+        return _Decision(LossVerdict.NOT_WORSE, _first(path.not_worse), crossed)
+    return _Decision(None, last, last)
+
+
 def evaluate(intervals: Sequence[IntervalStats], config: JudgeConfig) -> JudgeResult:
     """The judge's verdict after the last of `intervals` (the rollout's whole history, in order)."""
     k_total = len(intervals)
@@ -167,29 +202,28 @@ def evaluate(intervals: Sequence[IntervalStats], config: JudgeConfig) -> JudgeRe
     used = used_intervals([iv.canary_weight for iv in intervals], config.drop_first_after_weight_change)
     path = judge_path(base, can, tb, tc, used, config)
     est = path.estimator
+    low_running, high_running = _running_bounds(path, config)
+    decision = _decision(path, config)
+    decided, k, last = decision.verdict, decision.look, k_total - 1
 
-    info = float(est.information[-1])
-    theta = float(est.theta_hat[-1])
-    margin = float(path.margin[-1])
-    rho = float(path.rho[-1])
-    n_b, n_c = float(est.n_baseline[-1]), float(est.n_canary[-1])
-    mean_b = float(est.sum_baseline[-1]) / n_b if n_b > 0 else 0.0
-    mean_c = float(est.sum_canary[-1]) / n_c if n_c > 0 else 0.0
-    lp_reg, lp_nw = float(path.log_p_regression[-1]), float(path.log_p_not_worse[-1])
-    lp_cat = float(path.log_p_catastrophic[-1])
-    catastrophic = bool(path.catastrophic[-1])
+    info = float(est.information[last])
+    n_c_now = float(est.n_canary[last])
+    # The running intersection of the bounds at the decision look (the last while undecided): valid,
+    # never wider than any one look's, and, once decided, past the margin the crossing look tested.
+    cs_low, cs_high = float(low_running[k]), float(high_running[k])
+    if cs_low > cs_high:  # the two one-sided bounds crossed (chance <= alpha_r + alpha_p): a point
+        cs_low = cs_high = 0.5 * (cs_low + cs_high)
+    theta, margin = float(est.theta_hat[k]), float(path.margin[decision.crossed])
+    n_b, n_c = float(est.n_baseline[k]), float(est.n_canary[k])
+    mean_b = float(est.sum_baseline[k]) / n_b if n_b > 0 else 0.0
+    mean_c = float(est.sum_canary[k]) / n_c if n_c > 0 else 0.0
+    lp_reg, lp_nw = float(path.log_p_regression[last]), float(path.log_p_not_worse[last])
+    lp_cat = float(path.log_p_catastrophic[last])
+    catastrophic = bool(path.catastrophic[last])
 
-    if info > 0:
-        half = cs_half_width_mixture(info, rho, config.rho_scales, config.cs_alpha)
-        cs_low, cs_high = theta - half, theta + half
-    else:
-        cs_low, cs_high = -LOSS_BOUND_NATS, LOSS_BOUND_NATS
-
-    if bool(path.regression[-1]):
-        verdict = LossVerdict.REGRESSION
-    elif bool(path.not_worse[-1]):
-        verdict = LossVerdict.NOT_WORSE
-    elif info <= 0 or n_c < config.min_samples_before_rollback:
+    if decided is not None:
+        verdict = decided
+    elif info <= 0 or n_c_now < config.min_samples_before_rollback:
         verdict = LossVerdict.INSUFFICIENT_DATA
     else:
         verdict = LossVerdict.UNDECIDED
@@ -198,30 +232,22 @@ def evaluate(intervals: Sequence[IntervalStats], config: JudgeConfig) -> JudgeRe
     if verdict in (LossVerdict.UNDECIDED, LossVerdict.INSUFFICIENT_DATA):
         samples_needed = _samples_needed(intervals, path, config, lp_reg, lp_nw)
 
-    pct = 100.0 * (1.0 - config.cs_alpha)
     numbers = (
         f"canary {mean_c:.4f} vs baseline {mean_b:.4f}: {theta:+.4f} nats "
-        f"({pct:.0f}% CS [{cs_low:+.4f}, {cs_high:+.4f}]), margin {margin:.4f}, "
+        f"({100.0 * config.cs_level:.0f}% CS [{cs_low:+.4f}, {cs_high:+.4f}]), margin {margin:.4f}, "
         f"{n_c:.0f} canary samples"
     )
+    at = f" at look {k + 1}" if k != last else ""
+    if decision.crossed != k:
+        at += f" (evidence crossed at look {decision.crossed + 1})"
     if verdict is LossVerdict.REGRESSION and catastrophic:
-        reason = (
-            f"catastrophic: canary rate of losses > 4.6 nats above {config.catastrophic_ratio:g}x "
-            f"baseline's (p={_fmt_p(lp_cat)}); {numbers}"
-        )
-    elif verdict is LossVerdict.REGRESSION:
-        reason = f"regression: worse by more than the margin (p={_fmt_p(lp_reg)}); {numbers}"
-    elif verdict is LossVerdict.NOT_WORSE:
-        reason = f"not worse by more than the margin (p={_fmt_p(lp_nw)}); {numbers}"
-    elif info <= 0:
-        reason = f"insufficient data: no interval with both arms labelled yet ({n_c:.0f} canary samples)"
-    elif verdict is LossVerdict.INSUFFICIENT_DATA:
-        reason = (
-            f"insufficient data: {n_c:.0f}/{config.min_samples_before_rollback:.0f} canary samples "
-            f"before any decision; {numbers}"
-        )
+        tail_b = float(np.sum(np.where(est.stratum[: k + 1], tb[: k + 1], 0.0)))
+        tail_c = float(np.sum(np.where(est.stratum[: k + 1], tc[: k + 1], 0.0)))
+        detail = f"{tail_c:.0f} of {n_c:.0f} vs {tail_b:.0f} of {n_b:.0f}; p={_fmt_p(lp_cat)}"
+        reason = _reason(verdict, config, f"catastrophic{at}", detail, numbers, samples_needed)
     else:
-        reason = f"undecided: about {samples_needed} more canary samples needed; {numbers}"
+        p = lp_reg if verdict is LossVerdict.REGRESSION else lp_nw
+        reason = _reason(verdict, config, at, f"p={_fmt_p(p)}", numbers, samples_needed, info, n_c)
 
     return JudgeResult(
         verdict=verdict,
@@ -240,10 +266,41 @@ def evaluate(intervals: Sequence[IntervalStats], config: JudgeConfig) -> JudgeRe
         catastrophic=catastrophic,
         reason=reason,
         p_catastrophic=math.exp(lp_cat),
-        rho=rho,
+        cs_level=config.cs_level,
         looks=k_total,
         dropped=int(np.count_nonzero(~used)),
+        decided_look=k,
     )
+
+
+def _reason(
+    verdict: LossVerdict,
+    config: JudgeConfig,
+    at: str,
+    detail: str,
+    numbers: str,
+    samples_needed: int,
+    info: float = 1.0,
+    n_c: float = 0.0,
+) -> str:
+    """The one-line explanation that goes into status, Events and the CLI."""
+    if at.startswith("catastrophic"):
+        return (
+            f"{at}: canary rate of very large losses above {config.catastrophic_ratio:g}x the "
+            f"baseline's ({detail}); {numbers}"
+        )
+    if verdict is LossVerdict.REGRESSION:
+        return f"regression{at}: the whole interval is above the margin ({detail}); {numbers}"
+    if verdict is LossVerdict.NOT_WORSE:
+        return f"not worse{at}: the whole interval is below the margin ({detail}); {numbers}"
+    if info <= 0:
+        return f"insufficient data: no interval with both arms labelled yet ({n_c:.0f} canary samples)"
+    if verdict is LossVerdict.INSUFFICIENT_DATA:
+        return (
+            f"insufficient data: {n_c:.0f}/{config.min_samples_before_rollback:.0f} canary samples "
+            f"before any decision; {numbers}"
+        )
+    return f"undecided: about {samples_needed} more canary samples needed; {numbers}"
 
 
 def _samples_needed(
@@ -253,7 +310,7 @@ def _samples_needed(
     heading for, at the current split, and at least what the minimum-sample rules still require."""
     est = path.estimator
     info = float(est.information[-1])
-    theta, margin, rho = float(est.theta_hat[-1]), float(path.margin[-1]), float(path.rho[-1])
+    theta, margin = float(est.theta_hat[-1]), float(path.margin[-1])
     n_c = float(est.n_canary[-1])
     if theta > margin:
         alpha, floor = config.alpha_rollback, config.min_samples_before_rollback
@@ -267,19 +324,18 @@ def _samples_needed(
     if info <= 0:
         # No stratum yet: the estimate has no direction; the next milestone is the rollback quota.
         return _clip_int(max(config.min_samples_before_rollback - n_c, 1.0))
-    target = information_to_cross(abs(theta - margin), info, rho, alpha, config.rho_scales)
+    target = information_to_cross(abs(theta - margin), max(margin, MIN_MARGIN_NATS), info, alpha)
     p = _canary_fraction(intervals, est.stratum)
     if not math.isfinite(target) or not 0 < p < 1:
         return MAX_SAMPLES_NEEDED
     var_b, var_c = float(est.var_baseline[-1]), float(est.var_canary[-1])
-    # Information per canary sample at split p: 1 / (max(var_c, var_b) + var_b * p / (1 - p)).
-    per_sample = max(var_c, var_b) + var_b * p / (1.0 - p)
+    # Information per canary sample at split p: 1 / (var_c + var_b * p / (1 - p)).
+    per_sample = var_c + var_b * p / (1.0 - p)
     return _clip_int(max((target - info) * per_sample, quota))
 
 
 def _empty_result(config: JudgeConfig, reason: str) -> JudgeResult:
     margin = config.margin if config.margin is not None else 0.0
-    rho = float(config.resolve_rho(margin))
     return JudgeResult(
         verdict=LossVerdict.INSUFFICIENT_DATA,
         theta_hat=0.0,
@@ -296,17 +352,5 @@ def _empty_result(config: JudgeConfig, reason: str) -> JudgeResult:
         samples_needed=_clip_int(config.min_samples_before_rollback),
         catastrophic=False,
         reason=f"insufficient data: {reason}",
-        rho=rho,
+        cs_level=config.cs_level,
     )
-
-
-def planned_information(steps: Sequence[tuple[float, float]], variance: float) -> float:
-    """Information a plan is expected to yield: sum over steps of n_s p_s (1 - p_s) / sigma^2.
-
-    `steps` holds (labelled samples of both arms during the step, canary fraction p_s in [0, 1]).
-    Pass the steps up to the end of the 25% step to get the I* that `planned_information` wants.
-    """
-    if not (math.isfinite(variance) and variance > 0):
-        raise ValueError(f"variance must be finite and > 0, got {variance!r}")
-    total = sum(n * p * (1.0 - p) for n, p in steps if n > 0 and 0 <= p <= 1)
-    return total / variance

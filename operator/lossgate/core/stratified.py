@@ -1,17 +1,19 @@
-"""Stratified-by-interval estimator of canary-minus-baseline mean loss (STATISTICS.md, "Estimator").
+"""Stratified-by-interval evidence of canary-minus-baseline mean loss (docs/judge.md, "Estimator").
 
 Each interval is a stratum with its own traffic split. Within a stratum concurrent random assignment
 cancels drift shared by both arms (the traffic mix over the day); pooling raw means across strata
-with different splits does not. Per stratum k:
+with different splits does not. Per stratum k, from data before k only (predictable):
 
-    var_a  = (Q_a - S_a^2 / N_a) / (N_a - 1)        cumulative over used intervals through k-1
-    D_k    = s_ck / n_ck - s_bk / n_bk
-    v_k    = max(var_c, var_b) / n_ck + var_b / n_bk
-    I      = sum_k 1 / v_k,   theta_hat = sum_k D_k / v_k / I
+    centre_a = (S_a + n0 m) / (N_a + n0)       each arm's mean, shrunk towards the pooled mean m
+    var_a    = (SS_a + n0 s2) / (N_a + n0)      each arm's variance, shrunk towards the pooled s2
+    v_k      = var_c / n_ck + var_b / n_bk      predicted variance of the stratum's difference
+    w_k      = 1 / v_k
 
-The variances are predictable (from data before the stratum) so the weights do not depend on the
-stratum's own noise, and max(var_c, var_b) keeps both tails of z at or under nominal under the heavy
-right tail of per-request cross-entropy.
+and from the stratum itself D_k = s_ck / n_ck - s_bk / n_bk. Then I = sum w_k and
+theta_hat = sum w_k D_k / I. The weights never use the stratum's own data, and shrinkage keeps a
+few-sample interval that happened to see no tail event from getting an outsized weight. The
+sequential test in `bounded.py` bets on the D_k with these weights and pays for the squared
+deviations from the centres, which are exact sums over the stratum's requests.
 
 All arrays are shaped (..., K) with intervals on the last axis, so the benchmark runs thousands of
 simulated rollouts through exactly this code.
@@ -24,17 +26,21 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from lossgate.core.limits import LOSS_BOUND_NATS
+
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
-# Sanity bounds on one arm's aggregates in one interval. Anything outside is counter garbage (a
-# reset mis-handled upstream, a mislabelled series) and is treated as missing: cross-entropy clipped
-# at p >= 1e-6 is below 14 nats, and these bounds also keep every intermediate finite.
+# Sanity bound on one arm's count in one interval; beyond it the data is counter garbage.
 MAX_INTERVAL_N = 1e12
-MAX_ABS_MEAN = 1e6
-MAX_MEAN_SQUARE = 1e12
 # Variance floor (nats^2): zero variance (identical losses) must not give infinite information.
-VAR_FLOOR = 1e-12
+VAR_FLOOR = 1e-6
+# Pseudo-samples of the pooled estimate in each arm's centre and variance, and of the prior in the
+# pooled estimate itself before any data: enough to tame a 5-sample interval, negligible after 1,000.
+PRIOR_SAMPLES = 10.0
+# Prior for the very first stratum (no earlier data): a typical cross-entropy mean and variance.
+PRIOR_MEAN_NATS = 0.5
+PRIOR_VAR_NATS2 = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,82 +62,114 @@ class ArmArrays:
 
 @dataclass(frozen=True)
 class StratifiedPath:
-    """Cumulative estimator state after each look (each interval), shape (..., K)."""
+    """Per-stratum inputs of the test and the cumulative estimate after each look, shape (..., K)."""
 
-    information: FloatArray  # I
+    stratum: BoolArray  # the interval is a stratum: both arms have valid data and it is used
+    n_b: FloatArray  # this interval's counts (1 where not a stratum, so divisions stay finite)
+    n_c: FloatArray
+    diff: FloatArray  # D_k (0 where not a stratum)
+    weight: FloatArray  # w_k = 1 / v_k (0 where not a stratum)
+    centre_b: FloatArray  # predictable centres in [0, LOSS_BOUND_NATS]
+    centre_c: FloatArray
+    dev2_b: FloatArray  # sum over the stratum's requests of (loss - centre)^2 (0 where not a stratum)
+    dev2_c: FloatArray
+    information: FloatArray  # I = cumulative sum of w_k
     theta_hat: FloatArray  # 0 where I == 0
-    n_baseline: FloatArray  # labelled samples in used intervals
+    n_baseline: FloatArray  # cumulative labelled samples in strata
     n_canary: FloatArray
     sum_baseline: FloatArray
     sum_canary: FloatArray
-    var_baseline: FloatArray  # cumulative variance through this look (VAR_FLOOR where unknown)
+    var_baseline: FloatArray  # the predictable variance of the next stratum (after this look)
     var_canary: FloatArray
-    stratum: BoolArray  # the interval contributed information
 
 
 def arm_valid(arm: ArmArrays, used: ArrayLike) -> BoolArray:
-    """Intervals where the arm has at least one labelled sample and sane, finite aggregates."""
+    """Intervals where the arm has at least one labelled sample and aggregates that per-request losses
+    in [0, LOSS_BOUND_NATS] can produce (anything else is a mis-handled reset or a wrong series)."""
     with np.errstate(all="ignore"):
         ok = np.isfinite(arm.n) & np.isfinite(arm.sum) & np.isfinite(arm.sumsq)
         ok &= (arm.n >= 1.0) & (arm.n <= MAX_INTERVAL_N)
         safe_n = np.where(ok, arm.n, 1.0)
-        ok &= np.abs(arm.sum / safe_n) <= MAX_ABS_MEAN
-        ok &= np.abs(arm.sumsq / safe_n) <= MAX_MEAN_SQUARE
+        mean = arm.sum / safe_n
+        ok &= (mean >= 0.0) & (mean <= LOSS_BOUND_NATS * (1 + 1e-9))
+        ok &= (arm.sumsq >= 0.0) & (arm.sumsq / safe_n <= LOSS_BOUND_NATS**2 * (1 + 1e-9))
     out: BoolArray = ok & np.asarray(used, dtype=np.bool_)
     return out
 
 
-def _cumulative_variance(n: FloatArray, s: FloatArray, q: FloatArray) -> FloatArray:
-    """Sample variance from running sums; VAR_FLOOR where fewer than two samples."""
-    with np.errstate(all="ignore"):
-        var = (q - s * s / np.where(n > 0, n, 1.0)) / np.where(n > 1, n - 1.0, 1.0)
-    out: FloatArray = np.where(n >= 2.0, np.maximum(var, VAR_FLOOR), VAR_FLOOR)
+def _before(x: FloatArray) -> FloatArray:
+    """Cumulative sum through k-1 at position k (0 at k = 0)."""
+    c = np.cumsum(x, axis=-1)
+    out = np.zeros_like(c)
+    out[..., 1:] = c[..., :-1]
     return out
 
 
-def _shift(x: FloatArray, fill: float) -> FloatArray:
-    """Values through k-1 at position k (`fill` at k = 0)."""
-    out = np.full_like(x, fill)
-    out[..., 1:] = x[..., :-1]
-    return out
+def _shrunk(
+    n: FloatArray, s: FloatArray, q: FloatArray, mean0: FloatArray, var0: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Mean and variance from running sums, with PRIOR_SAMPLES pseudo-samples at (mean0, var0)."""
+    ss = np.maximum(q - s * s / np.maximum(n, 1.0), 0.0)
+    mean = np.clip((s + PRIOR_SAMPLES * mean0) / (n + PRIOR_SAMPLES), 0.0, LOSS_BOUND_NATS)
+    var = np.maximum((ss + PRIOR_SAMPLES * var0) / (n + PRIOR_SAMPLES), VAR_FLOOR)
+    return mean, var
+
+
+def _predictable(
+    nb: FloatArray, sb: FloatArray, qb: FloatArray, nc: FloatArray, sc: FloatArray, qc: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Centres and variances of both arms from the sums given (data before the stratum)."""
+    n_p, s_p, q_p = nb + nc, sb + sc, qb + qc
+    prior_m = np.full_like(n_p, PRIOR_MEAN_NATS)
+    prior_v = np.full_like(n_p, PRIOR_VAR_NATS2)
+    pooled_m, pooled_v = _shrunk(n_p, s_p, q_p, prior_m, prior_v)
+    centre_b, var_b = _shrunk(nb, sb, qb, pooled_m, pooled_v)
+    centre_c, var_c = _shrunk(nc, sc, qc, pooled_m, pooled_v)
+    return centre_b, var_b, centre_c, var_c
 
 
 def stratified_path(baseline: ArmArrays, canary: ArmArrays, used: ArrayLike) -> StratifiedPath:
-    """Run the stratified estimator over every prefix of the intervals at once."""
-    ok_b = arm_valid(baseline, used)
-    ok_c = arm_valid(canary, used)
-    nb = np.where(ok_b, baseline.n, 0.0)
-    sb = np.where(ok_b, baseline.sum, 0.0)
-    qb = np.where(ok_b, baseline.sumsq, 0.0)
-    nc = np.where(ok_c, canary.n, 0.0)
-    sc = np.where(ok_c, canary.sum, 0.0)
-    qc = np.where(ok_c, canary.sumsq, 0.0)
+    """The strata and the running estimate over every prefix of the intervals at once."""
+    stratum = arm_valid(baseline, used) & arm_valid(canary, used)
+    nb = np.where(stratum, baseline.n, 0.0)
+    sb = np.where(stratum, baseline.sum, 0.0)
+    qb = np.where(stratum, baseline.sumsq, 0.0)
+    nc = np.where(stratum, canary.n, 0.0)
+    sc = np.where(stratum, canary.sum, 0.0)
+    qc = np.where(stratum, canary.sumsq, 0.0)
 
-    cnb, csb, cqb = np.cumsum(nb, -1), np.cumsum(sb, -1), np.cumsum(qb, -1)
-    cnc, csc, cqc = np.cumsum(nc, -1), np.cumsum(sc, -1), np.cumsum(qc, -1)
-    var_b = _cumulative_variance(cnb, csb, cqb)
-    var_c = _cumulative_variance(cnc, csc, cqc)
-    prev_nb, prev_nc = _shift(cnb, 0.0), _shift(cnc, 0.0)
-    prev_var_b, prev_var_c = _shift(var_b, VAR_FLOOR), _shift(var_c, VAR_FLOOR)
-
-    # A stratum needs both arms now and a variance for both from earlier data.
-    stratum = ok_b & ok_c & (prev_nb >= 2.0) & (prev_nc >= 2.0)
+    centre_b, var_b, centre_c, var_c = _predictable(
+        _before(nb), _before(sb), _before(qb), _before(nc), _before(sc), _before(qc)
+    )
     safe_nb = np.where(stratum, nb, 1.0)
     safe_nc = np.where(stratum, nc, 1.0)
-    v = np.maximum(prev_var_c, prev_var_b) / safe_nc + prev_var_b / safe_nb
-    w = np.where(stratum, 1.0 / v, 0.0)
-    d = np.where(stratum, sc / safe_nc - sb / safe_nb, 0.0)
-    info = np.cumsum(w, -1)
-    wd = np.cumsum(w * d, -1)
+    weight = np.where(stratum, 1.0 / (var_c / safe_nc + var_b / safe_nb), 0.0)
+    diff = np.where(stratum, sc / safe_nc - sb / safe_nb, 0.0)
+    dev2_b = np.where(stratum, np.maximum(qb - 2 * centre_b * sb + nb * centre_b**2, 0.0), 0.0)
+    dev2_c = np.where(stratum, np.maximum(qc - 2 * centre_c * sc + nc * centre_c**2, 0.0), 0.0)
+
+    info = np.cumsum(weight, axis=-1)
+    wd = np.cumsum(weight * diff, axis=-1)
     theta = np.where(info > 0, wd / np.where(info > 0, info, 1.0), 0.0)
+    cnb, csb, cqb = np.cumsum(nb, -1), np.cumsum(sb, -1), np.cumsum(qb, -1)
+    cnc, csc, cqc = np.cumsum(nc, -1), np.cumsum(sc, -1), np.cumsum(qc, -1)
+    _, next_var_b, _, next_var_c = _predictable(cnb, csb, cqb, cnc, csc, cqc)
     return StratifiedPath(
+        stratum=stratum,
+        n_b=safe_nb,
+        n_c=safe_nc,
+        diff=diff,
+        weight=weight,
+        centre_b=centre_b,
+        centre_c=centre_c,
+        dev2_b=dev2_b,
+        dev2_c=dev2_c,
         information=info,
         theta_hat=theta,
         n_baseline=cnb,
         n_canary=cnc,
         sum_baseline=csb,
         sum_canary=csc,
-        var_baseline=var_b,
-        var_canary=var_c,
-        stratum=stratum,
+        var_baseline=next_var_b,
+        var_canary=next_var_c,
     )

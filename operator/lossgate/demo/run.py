@@ -46,7 +46,7 @@ def _row(key: str, sc: Scenario, obj: dict[str, Any]) -> list[str]:
 
 def _table(rows: list[list[str]]) -> Table:
     t = Table(title="lossgate demo: ModelRollouts (live)", expand=False)
-    for col in ("scenario", "phase", "step", "canary", "n base/canary", "delta (nats)", "95% CS", "verdict",
+    for col in ("scenario", "phase", "step", "canary", "n base/canary", "delta (nats)", "CS", "verdict",
                 "training"):  # fmt: skip
         t.add_column(col)
     for r in rows:

@@ -1,4 +1,4 @@
-"""spec.analysis: where the evidence comes from and how it is judged (see STATISTICS.md)."""
+"""spec.analysis: where the evidence comes from and how it is judged (docs/judge.md)."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ class LossAnalysis(ApiModel):
 
 
 class GradientHealth(ApiModel):
-    """Bounds for the canary training run's gradient-health gate (see STATISTICS.md)."""
+    """Bounds for the canary training run's gradient-health gate (docs/judge.md)."""
 
     enabled: bool = True
     allow_non_finite: bool = Field(

@@ -121,7 +121,7 @@ async def _loss(
     result = await asyncio.to_thread(evaluate, intervals, judge_config(spec))
     step_start = status.step_starts[-1].at.timestamp()
     in_step = sum(iv.canary.n for iv in intervals if iv.start >= step_start)
-    return LossEvidence.from_judge(result, cs_level=1 - judge_config(spec).cs_alpha), float(in_step), None
+    return LossEvidence.from_judge(result, cs_level=result.cs_level), float(in_step), None
 
 
 async def _health(

@@ -127,7 +127,7 @@ def _opens_string(template: str, pos: int) -> bool:
     return False
 
 
-# The default templates (metric conventions of DESIGN.md section 3) ---------------------------------
+# The default templates (metric conventions: docs/metrics.md) ---------------------------------
 
 
 def loss_selectors(

@@ -1,4 +1,4 @@
-"""Normal-mixture boundary math of the sequential loss judge (STATISTICS.md, "Decisions").
+"""Normal-mixture boundary math of the judge before the bounded test (frozen for bench/_legacy_judge.py).
 
 The judge tracks the score S(theta0) = I * (theta_hat - theta0) and the information I. Mixing the
 likelihood ratio exp(eta*S - eta^2*I/2) over eta ~ N(0, 1/rho) restricted to eta > 0 gives
