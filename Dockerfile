@@ -3,21 +3,20 @@
 #   docker build -t ghcr.io/lossgate/lossgate:0.1.0 .
 #   kind load docker-image ghcr.io/lossgate/lossgate:0.1.0 --name lossgate
 # Stage 1 builds wheels for lossgate and its dependencies; stage 2 installs them into a slim Python
-# with no compiler, no pip cache and no build tools, and runs as an unprivileged user.
+# with no compiler, no pip cache and no build tools, and runs as an unprivileged user. Only the
+# operator, the CLI and lossgate.instrument are in it; the demo model servers of the quickstart have
+# their own image (devtools/Dockerfile.demo).
 
 ARG PYTHON_VERSION=3.11
 
-# Extras of the lossgate package to include, e.g. --build-arg EXTRAS=[demo] for the quickstart's
-# demo model servers (scikit-learn); empty for the operator image.
-ARG EXTRAS=""
-
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
-ARG EXTRAS
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements/image.txt requirements/
 COPY operator/ operator/
-RUN pip wheel --wheel-dir /wheels ".${EXTRAS}"
+# The dependencies at the versions locked in requirements/image.txt (make lock), then lossgate.
+RUN pip wheel --wheel-dir /wheels -r requirements/image.txt .
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 LABEL org.opencontainers.image.title="lossgate" \

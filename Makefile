@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all deps venv cluster-bins cluster test test-fast lint crds bench bench-detection demo clean
+.PHONY: all deps venv lock cluster-bins cluster test test-fast lint crds bench bench-detection demo clean
 
 all: test
 
@@ -13,16 +13,23 @@ deps:
 venv:
 	@VENV=$(VENV) bash hack/venv.sh
 
+## Re-resolve the pinned dependencies: requirements/ci.txt (CI, make test) and image.txt (the image).
+lock: venv
+	$(VENV)/bin/pip-compile -q --strip-extras --allow-unsafe --no-emit-find-links --no-emit-index-url --extra test --extra bench \
+	  --output-file requirements/ci.txt pyproject.toml requirements/dev.in
+	$(VENV)/bin/pip-compile -q --strip-extras --no-emit-find-links --no-emit-index-url \
+	  --output-file requirements/image.txt pyproject.toml
+
 cluster-bins:
 	@bash hack/k8s/build.sh
 
 ## Start the local control plane (etcd + kube-apiserver + kube-controller-manager) for manual use.
 cluster: deps venv cluster-bins
-	$(PY) -m lossgate.devenv.cluster
+	$(PY) -m lossgate_dev.devenv.cluster
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator devtools tests bench
+	$(VENV)/bin/ruff format --check operator devtools tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -42,7 +49,7 @@ bench-detection: venv
 	$(PY) bench/detection.py
 
 demo: deps venv cluster-bins
-	$(VENV)/bin/lossgate demo
+	$(VENV)/bin/lossgate-demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

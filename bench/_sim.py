@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
-from lossgate.core.catastrophic import TAIL_THRESHOLD_NATS
+from lossgate.conventions import CATASTROPHIC_LOSS_NATS
 
 FloatArray = NDArray[np.float64]
 
@@ -69,7 +69,7 @@ class LossPmf:
 
     @property
     def tail_rate(self) -> float:
-        return float(self.probs[self.values > TAIL_THRESHOLD_NATS].sum())
+        return float(self.probs[self.values > CATASTROPHIC_LOSS_NATS].sum())
 
     def scaled(self, factor: float) -> LossPmf:
         """Every loss times `factor`, still clipped where the exporter clips."""
@@ -211,7 +211,7 @@ def _draw_arm(
         total_n += m
         s += counts @ pmf.values
         q += counts @ (pmf.values * pmf.values)
-        t += counts @ (pmf.values > TAIL_THRESHOLD_NATS).astype(np.float64)
+        t += counts @ (pmf.values > CATASTROPHIC_LOSS_NATS).astype(np.float64)
     return total_n, s, q, t
 
 

@@ -5,8 +5,8 @@
 # takes many minutes on 2 cores.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-K8S_VERSION="${K8S_VERSION:-$(sed -n 's/^K8S_VERSION=//p' "$here/../../operator/lossgate/devenv/versions.env")}"
-ETCD_VERSION="${ETCD_VERSION:-$(sed -n 's/^ETCD_VERSION=//p' "$here/../../operator/lossgate/devenv/versions.env")}"
+K8S_VERSION="${K8S_VERSION:-$(sed -n 's/^K8S_VERSION=//p' "$here/../../devtools/lossgate_dev/devenv/versions.env")}"
+ETCD_VERSION="${ETCD_VERSION:-$(sed -n 's/^ETCD_VERSION=//p' "$here/../../devtools/lossgate_dev/devenv/versions.env")}"
 CACHE="${LOSSGATE_CACHE:-$HOME/.cache/lossgate}/k8s/$K8S_VERSION"
 BIN="$CACHE/bin"
 mkdir -p "$BIN"

@@ -19,11 +19,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
-from lossgate.devenv.procs import free_port, wait_until
-from lossgate.devenv.prom import Prometheus
 from lossgate.instrument import LOSS_BUCKETS, LossRecorder
 from lossgate.instrument.buckets import le_label
 from lossgate.ports import LossSeriesRef
+from lossgate_dev.devenv.procs import free_port, wait_until
+from lossgate_dev.devenv.prom import Prometheus
 
 pytestmark = pytest.mark.prom
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "instrument" / "serve_model.py"
@@ -45,7 +45,9 @@ def test_recorder_series_labels_and_buckets_as_scraped(prometheus: Prometheus) -
     recorder.record_prediction("b", logits=[2.0, 0.0, -1.0], model="m", version="v1", klass="gold")
     recorder.record_prediction("c", probabilities=[0.995, 0.005], model="m", version="v1")
     la, lc, gold = recorder.record_label("a", 1), recorder.record_label("c", 1), recorder.record_label("b", 0)
-    assert la is not None and lc is not None and gold is not None
+    assert la is not None
+    assert lc is not None
+    assert gold is not None
     assert recorder.record_label("a", 1) is None  # already labelled: unknown now, counted
     # ... 4 more predictions overflow capacity 3 (one evicted), and the rest expire after 10 s
     for pid in "defg":
@@ -68,7 +70,8 @@ def test_recorder_series_labels_and_buckets_as_scraped(prometheus: Prometheus) -
     assert _value(prometheus, f"model_prediction_loss_squared_sum{sel}") == la**2 + lc**2
     assert _value(prometheus, 'model_prediction_loss_sum{class="gold"}') == gold
     assert _value(prometheus, 'model_predictions_total{class=""}') == 6
-    assert math.isclose(lc, -math.log(0.005)) and lc > 4.6
+    assert math.isclose(lc, -math.log(0.005))
+    assert lc > 4.6
     # And evictions are counted by reason, unknown labels and pending predictions too
     assert _value(prometheus, 'model_prediction_pending_evicted_total{reason="capacity"}') == 1
     assert _value(prometheus, 'model_prediction_pending_evicted_total{reason="ttl"}') == 3

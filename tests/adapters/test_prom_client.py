@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from urllib3.exceptions import InsecureRequestWarning
 
 from lossgate.adapters.prometheus import PromClient, PrometheusConfig
-from lossgate.devenv.certs import make_pki
-from lossgate.devenv.procs import Server, free_port, wait_until
-from lossgate.devenv.prom import Prometheus, _binary
 from lossgate.ports import MetricsErrorKind
+from lossgate_dev.devenv.certs import make_pki
+from lossgate_dev.devenv.procs import Server, free_port, wait_until
+from lossgate_dev.devenv.prom import Prometheus, _binary
 
 pytestmark = pytest.mark.prom
 USER, PASSWORD = "lossgate", "lossgate-test-pw"
@@ -84,23 +85,30 @@ def test_wrong_password_is_unavailable_unauthorized_without_retries(secured: Sec
     config = PrometheusConfig(secured.url, basic_auth=(USER, bad), ca_bundle=str(secured.ca), retries=3)
     client = PromClient(config, sleep=lambda _: None)
     problem = _problem(client)
-    assert problem.kind == MetricsErrorKind.UNAVAILABLE and problem.details["reason"] == "Unauthorized"
-    assert problem.details["status"] == "401" and "credentials" in problem.message
+    assert problem.kind == MetricsErrorKind.UNAVAILABLE
+    assert problem.details["reason"] == "Unauthorized"
+    assert problem.details["status"] == "401"
+    assert "credentials" in problem.message
     assert client.requests_sent == 1  # a wrong secret does not get better by retrying
-    assert bad not in repr(config) and bad not in problem.message  # secrets stay out of logs
+    assert bad not in repr(config)
+    assert bad not in problem.message
 
 
 def test_unknown_ca_is_a_tls_problem_and_skip_verify_connects(secured: SecuredPrometheus) -> None:
     # Given no CA bundle for a certificate signed by a private CA
     client = PromClient(PrometheusConfig(secured.url, basic_auth=(USER, PASSWORD), retries=2))
     problem = _problem(client)
-    assert problem.kind == "Unavailable" and problem.details["reason"] == "TLS"
-    assert "CA bundle" in problem.message and client.requests_sent == 1
+    assert problem.kind == "Unavailable"
+    assert problem.details["reason"] == "TLS"
+    assert "CA bundle" in problem.message
+    assert client.requests_sent == 1
     # When verification is skipped, Then it connects
     insecure = PromClient(
         PrometheusConfig(secured.url, basic_auth=(USER, PASSWORD), insecure_skip_verify=True)
     )
-    with pytest.warns(Warning):  # urllib3's InsecureRequestWarning: skip-verify is for testing only
+    with pytest.warns(
+        InsecureRequestWarning
+    ):  # urllib3's InsecureRequestWarning: skip-verify is for testing only
         assert insecure.instant("vector(1)", 1e9)[0]["value"][1] == "1"
 
 
@@ -174,8 +182,10 @@ def test_bearer_token_reaches_prometheus_through_an_auth_proxy(prometheus: Prome
         # And a wrong token is Unauthorized, not retried, and not in the config's repr
         bad = PromClient(PrometheusConfig(proxy.url, bearer_token="nope", retries=2))
         problem = _problem(bad)
-        assert problem.details["reason"] == "Unauthorized" and "invalid bearer token" in problem.message
-        assert bad.requests_sent == 1 and "nope" not in repr(bad.config)
+        assert problem.details["reason"] == "Unauthorized"
+        assert "invalid bearer token" in problem.message
+        assert bad.requests_sent == 1
+        assert "nope" not in repr(bad.config)
 
 
 def test_5xx_is_retried_with_backoff_then_succeeds(prometheus: Prometheus) -> None:
@@ -184,30 +194,38 @@ def test_5xx_is_retried_with_backoff_then_succeeds(prometheus: Prometheus) -> No
         client = PromClient(PrometheusConfig(proxy.url, bearer_token=TOKEN, retries=2), sleep=delays.append)
         # When the first two answers are 503, Then the third attempt returns the data
         assert client.instant("vector(3)", 1e9)[0]["value"][1] == "3"
-        assert client.requests_sent == 3 and len(delays) == 2 and delays[1] > delays[0] * 0.9
+        assert client.requests_sent == 3
+        assert len(delays) == 2
+        assert delays[1] > delays[0] * 0.9
 
 
 def test_persistent_5xx_is_unavailable_after_the_retry_budget(prometheus: Prometheus) -> None:
     with _proxy(prometheus.url, fail=100) as proxy:
         client = PromClient(PrometheusConfig(proxy.url, bearer_token=TOKEN, retries=2), sleep=lambda _: None)
         problem = _problem(client)
-        assert problem.kind == "Unavailable" and problem.details["reason"] == "HTTP503"
-        assert problem.details["attempts"] == "3" and "warming up" in problem.message
+        assert problem.kind == "Unavailable"
+        assert problem.details["reason"] == "HTTP503"
+        assert problem.details["attempts"] == "3"
+        assert "warming up" in problem.message
 
 
 def test_timeout_is_unavailable_and_retried(prometheus: Prometheus) -> None:
     with _proxy(prometheus.url, hang=True) as proxy:
         client = PromClient(PrometheusConfig(proxy.url, timeout_s=0.3, retries=1), sleep=lambda _: None)
         problem = _problem(client)
-        assert problem.kind == "Unavailable" and problem.details["reason"] == "Timeout"
-        assert problem.details["attempts"] == "2" and "0.3s" in problem.message
+        assert problem.kind == "Unavailable"
+        assert problem.details["reason"] == "Timeout"
+        assert problem.details["attempts"] == "2"
+        assert "0.3s" in problem.message
 
 
 def test_wrong_path_prefix_is_unavailable_with_a_hint(prometheus: Prometheus) -> None:
     client = PromClient(PrometheusConfig(prometheus.url + "/prometheus", retries=2))
     problem = _problem(client)
-    assert problem.kind == "Unavailable" and problem.details["status"] == "404"
-    assert "path prefix" in problem.message and client.requests_sent == 1
+    assert problem.kind == "Unavailable"
+    assert problem.details["status"] == "404"
+    assert "path prefix" in problem.message
+    assert client.requests_sent == 1
 
 
 def test_concurrent_reads_from_an_event_loop_via_to_thread(prometheus: Prometheus) -> None:

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from lossgate.adapters.prometheus import PromClient, PrometheusConfig, PrometheusMetrics
 from lossgate.core.evidence import Problem
-from lossgate.devenv.procs import free_port, wait_until
-from lossgate.devenv.prom import Prometheus
 from lossgate.instrument import LossRecorder
 from lossgate.ports import LossSeriesRef, MetricsErrorKind
+from lossgate_dev.devenv.procs import free_port, wait_until
+from lossgate_dev.devenv.prom import Prometheus
 
 pytestmark = pytest.mark.prom
 REF = LossSeriesRef("ml-prod", "fraud-scorer", "v41", "v42")
@@ -69,13 +69,17 @@ def test_stopped_prometheus_is_unavailable_after_bounded_retries_with_backoff(pr
     # Then both are Unavailable (not a regression), naming the address, after 3 attempts each
     for problem in (loss, training):
         assert isinstance(problem, Problem)
-        assert problem.kind == MetricsErrorKind.UNAVAILABLE and problem.kind == "Unavailable"
-        assert problem.details["reason"] == "ConnectionError" and problem.details["attempts"] == "3"
-        assert prometheus.url in problem.message and "Connection refused" in problem.message
+        assert problem.kind == MetricsErrorKind.UNAVAILABLE
+        assert problem.kind == "Unavailable"
+        assert problem.details["reason"] == "ConnectionError"
+        assert problem.details["attempts"] == "3"
+        assert prometheus.url in problem.message
+        assert "Connection refused" in problem.message
     assert client.requests_sent == 6
     # And the backoff doubled from 0.5 s (jittered down to half), capped at 0.8 s
     assert len(delays) == 4
-    assert all(0.25 <= d <= 0.5 for d in delays[::2]) and all(0.4 <= d <= 0.8 for d in delays[1::2])
+    assert all(0.25 <= d <= 0.5 for d in delays[::2])
+    assert all(0.4 <= d <= 0.8 for d in delays[1::2])
 
 
 def test_no_series_is_no_data(prometheus: Prometheus) -> None:
@@ -84,15 +88,16 @@ def test_no_series_is_no_data(prometheus: Prometheus) -> None:
     # When the adapter reads both arms
     problem = PrometheusMetrics(PrometheusConfig(prometheus.url)).loss_intervals(REF, start, end, 5.0)
     # Then it says NoData and names both selectors it ran
-    assert isinstance(problem, Problem) and problem.kind == "NoData"
+    assert isinstance(problem, Problem)
+    assert problem.kind == "NoData"
     assert 'model_prediction_loss_count{model="fraud-scorer",version="v41"}' in problem.message
     assert 'model_prediction_loss_count{model="fraud-scorer",version="v42"}' in problem.message
     training = PrometheusMetrics(PrometheusConfig(prometheus.url)).training_run(
         "train-v42", None, start, end, 1
     )
-    assert (
-        isinstance(training, Problem) and training.kind == "NoData" and 'run="train-v42"' in training.message
-    )
+    assert isinstance(training, Problem)
+    assert training.kind == "NoData"
+    assert 'run="train-v42"' in training.message
 
 
 def test_one_arm_missing_is_partial(prometheus: Prometheus) -> None:
@@ -103,8 +108,10 @@ def test_one_arm_missing_is_partial(prometheus: Prometheus) -> None:
         # When both arms are read
         problem = PrometheusMetrics(PrometheusConfig(prometheus.url)).loss_intervals(REF, start, end, 5.0)
         # Then it is Partial, and says the canary is the missing arm
-        assert isinstance(problem, Problem) and problem.kind == "Partial"
-        assert problem.details["missing_arm"] == "canary" and 'version="v42"' in problem.message
+        assert isinstance(problem, Problem)
+        assert problem.kind == "Partial"
+        assert problem.details["missing_arm"] == "canary"
+        assert 'version="v42"' in problem.message
     finally:
         httpd.shutdown()
 
@@ -117,16 +124,19 @@ def test_broken_template_is_bad_query_with_the_servers_message(prometheus: Prome
     # When the adapter runs it
     problem = PrometheusMetrics(PrometheusConfig(prometheus.url)).loss_intervals(ref, start, end, 5.0)
     # Then it is BadQuery carrying Prometheus' own parse error for the rendered query
-    assert isinstance(problem, Problem) and problem.kind == "BadQuery"
+    assert isinstance(problem, Problem)
+    assert problem.kind == "BadQuery"
     rendered = problem.details["query"]
     assert rendered == 'sum by (pod) (my_loss_count{model="fraud-scorer",version="v41"}'
     params = {"query": rendered, "start": "1", "end": "2", "step": "1"}  # the endpoint the adapter used
     url = f"{prometheus.url}/api/v1/query_range?" + urllib.parse.urlencode(params)
     with pytest.raises(urllib.error.HTTPError) as raw:
         urllib.request.urlopen(url)
-    assert raw.value.code == 400 and problem.details["status"] == "400"
+    assert raw.value.code == 400
+    assert problem.details["status"] == "400"
     server_error = json.loads(raw.value.read())["error"]
-    assert problem.details["error"] == server_error and server_error in problem.message
+    assert problem.details["error"] == server_error
+    assert server_error in problem.message
     assert "parse error" in server_error
 
 
@@ -140,8 +150,10 @@ def test_unsafe_template_is_refused_before_any_request(prometheus: Prometheus) -
     # When it is read
     problem = PrometheusMetrics(client.config, client).loss_intervals(ref, start, end, 5.0)
     # Then it is BadQuery that says how to write it, and nothing was sent
-    assert isinstance(problem, Problem) and problem.kind == "BadQuery"
-    assert 'version="{version}"' in problem.message and client.requests_sent == 0
+    assert isinstance(problem, Problem)
+    assert problem.kind == "BadQuery"
+    assert 'version="{version}"' in problem.message
+    assert client.requests_sent == 0
 
 
 def test_empty_window_has_no_intervals_yet(prometheus: Prometheus) -> None:
@@ -153,7 +165,8 @@ def test_empty_window_has_no_intervals_yet(prometheus: Prometheus) -> None:
     assert client.requests_sent == 0
     # And a reversed window is a BadQuery, not an exception
     problem = metrics.loss_intervals(REF, end, end - timedelta(seconds=3), 5)
-    assert isinstance(problem, Problem) and problem.kind == "BadQuery"
+    assert isinstance(problem, Problem)
+    assert problem.kind == "BadQuery"
 
 
 def test_restarted_prometheus_answers_again(prometheus: Prometheus) -> None:
@@ -164,7 +177,8 @@ def test_restarted_prometheus_answers_again(prometheus: Prometheus) -> None:
         prometheus.stop()
         start = datetime.now(UTC) - timedelta(seconds=60)
         down = metrics.loss_intervals(REF, start, datetime.now(UTC), 60.0)
-        assert isinstance(down, Problem) and down.kind == "Unavailable"
+        assert isinstance(down, Problem)
+        assert down.kind == "Unavailable"
         prometheus.restart()
         # When the same adapter reads again, Then it gets the counts recorded before the outage
         (iv,) = metrics.loss_intervals(REF, start, datetime.now(UTC), 60.0)  # type: ignore[misc]

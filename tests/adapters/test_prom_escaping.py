@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics, quote
 from lossgate.adapters.prometheus.promql import render
 from lossgate.core.evidence import Problem
-from lossgate.devenv.procs import free_port, wait_until
-from lossgate.devenv.prom import Prometheus
 from lossgate.instrument import LossRecorder
 from lossgate.ports import LossSeriesRef
+from lossgate_dev.devenv.procs import free_port, wait_until
+from lossgate_dev.devenv.prom import Prometheus
 
 pytestmark = pytest.mark.prom
 HOSTILE = [
@@ -77,10 +77,12 @@ def test_hostile_versions_yield_no_data_not_injected_data(served: Prometheus) ->
         # Given real series for v41 and v42, When both arms' versions are a hostile string
         problem = _read(served, hostile, hostile)
         # Then the adapter matched no series (the value stayed one literal label value): NoData
-        assert isinstance(problem, Problem) and problem.kind == "NoData", (hostile, problem)
+        assert isinstance(problem, Problem), (hostile, problem)
+        assert problem.kind == "NoData", (hostile, problem)
         # And with only the canary hostile, the canary is the missing arm (Partial), never data
         partial = _read(served, "v41", hostile)
-        assert isinstance(partial, Problem) and partial.kind == "Partial", (hostile, partial)
+        assert isinstance(partial, Problem), (hostile, partial)
+        assert partial.kind == "Partial", (hostile, partial)
         assert partial.details["missing_arm"] == "canary"
 
 
@@ -92,7 +94,8 @@ def test_hostile_values_in_a_regex_matcher_template_match_literally(served: Prom
     # When the version is regex syntax, Then it matches nothing (the value is matched literally)
     for hostile in [".*", "v4.", "v4[0-9]", "v41|v42", *HOSTILE]:
         problem = _read(served, hostile, hostile, **templates)
-        assert isinstance(problem, Problem) and problem.kind == "NoData", (hostile, problem)
+        assert isinstance(problem, Problem), (hostile, problem)
+        assert problem.kind == "NoData", (hostile, problem)
     # And the same templates with the real versions read data
     (iv,) = _read(served, "v41", "v42", **templates)
     assert (iv.baseline.n, iv.canary.n) == (5.0, 5.0)

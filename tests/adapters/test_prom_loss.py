@@ -23,10 +23,10 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
 from lossgate.core.evidence import ArmStats, IntervalStats
-from lossgate.devenv.procs import free_port, wait_until
-from lossgate.devenv.prom import Prometheus
 from lossgate.instrument import LossRecorder
 from lossgate.ports import LossSeriesRef
+from lossgate_dev.devenv.procs import free_port, wait_until
+from lossgate_dev.devenv.prom import Prometheus
 
 pytestmark = pytest.mark.prom
 MODEL = "fraud-scorer"
@@ -63,7 +63,8 @@ class Exporter:
 
     def label(self, pid: int, label: int, expected: float) -> None:
         loss = self.recorder.record_label(pid, label)
-        assert loss is not None and math.isclose(loss, expected, rel_tol=1e-12, abs_tol=1e-12)
+        assert loss is not None
+        assert math.isclose(loss, expected, rel_tol=1e-12, abs_tol=1e-12)
         n, s, q, t = self.ledger[-1] if self.ledger else (0.0, 0.0, 0.0, 0.0)
         self.ledger.append((n + 1, s + loss, q + loss * loss, t + (loss > 4.6)))  # the recorder's arithmetic
         self.losses.append(loss)

@@ -17,9 +17,9 @@ from prometheus_client.exposition import delete_from_gateway
 
 from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
 from lossgate.core.evidence import RankSeries, TrainingRun
-from lossgate.devenv.procs import free_port, wait_until
-from lossgate.devenv.prom import Prometheus, Pushgateway
 from lossgate.instrument import TrainingExporter
+from lossgate_dev.devenv.procs import free_port, wait_until
+from lossgate_dev.devenv.prom import Prometheus, Pushgateway
 
 pytestmark = pytest.mark.prom
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "instrument" / "train_ddp.py"
@@ -106,11 +106,13 @@ def test_ddp_ranks_export_loss_and_grad_norm_and_faults_show(
     r0, r1 = run.ranks
     for r in run.ranks:
         finite_steps = [s for s in r.steps if math.isfinite(s)]
-        assert finite_steps == sorted(set(finite_steps)) and finite_steps[-1] == 240
+        assert finite_steps == sorted(set(finite_steps))
+        assert finite_steps[-1] == 240
         assert len(r.loss) == len(r.grad_norm) == len(r.steps) == len(r.nonfinite_total)
         assert r.loss_scale == ()
         before = _at(r, 1, 60)
-        assert before and all(math.isfinite(r.loss[i]) and r.grad_norm[i] < 20 for i in before)
+        assert before
+        assert all(math.isfinite(r.loss[i]) and r.grad_norm[i] < 20 for i in before)
     # And the gradient blow-up shows on rank 1's local gradient norm only, by three orders of magnitude
     blown = _at(r1, 60, 120)
     assert blown, "no scrape landed inside the blow-up window"
@@ -122,8 +124,10 @@ def test_ddp_ranks_export_loss_and_grad_norm_and_faults_show(
         assert all(r.nonfinite_total[i] == 0 for i in _at(r, 1, 200))
         assert all(math.isnan(r.loss[i]) for i in _at(r, 201, 241))
         assert r.nonfinite_total[-1] == 41
-    assert run.validation_loss is not None and math.isnan(run.validation_loss)  # evaluated after step 200
-    assert run.baseline_validation_loss is None and run.fp16 is False
+    assert run.validation_loss is not None
+    assert math.isnan(run.validation_loss)
+    assert run.baseline_validation_loss is None
+    assert run.fp16 is False
 
 
 def test_pushgateway_path_with_fp16_loss_scale_and_baseline_validation(
@@ -160,14 +164,17 @@ def _push_run_and_check(
     # Then both ranks came through the gateway with their own run/rank labels
     assert [r.rank for r in run.ranks] == ["0", "1"]
     (series,) = prometheus.query(f'training_step{{run="{RUN}",rank="1"}}')
-    assert series["metric"]["job"] == "lossgate-training" and float(series["value"][1]) == 150
+    assert series["metric"]["job"] == "lossgate-training"
+    assert float(series["value"][1]) == 150
     # And the overflowing step was skipped, not applied: counted once, the loss scale halved, the
     # loss stayed finite, and the validation loss is finite and better than chance (ln 3)
     assert run.fp16 is True
     for r in run.ranks:
         assert r.nonfinite_total[-1] == 1
         scales = [s for s in r.loss_scale if math.isfinite(s)]
-        assert scales[0] == 2.0**16 and scales[-1] == 2.0**15
+        assert scales[0] == 2.0**16
+        assert scales[-1] == 2.0**15
         assert all(math.isfinite(x) for x in r.loss)
-    assert run.validation_loss is not None and run.validation_loss < math.log(3)
+    assert run.validation_loss is not None
+    assert run.validation_loss < math.log(3)
     assert run.baseline_validation_loss == 0.875

@@ -18,9 +18,9 @@ from lossgate.cli.main import main
 from lossgate.core.machine import decide
 from lossgate.core.observation import HealthEvidence, LossEvidence, Observation
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
-from lossgate.devenv.thirdparty import install_crds
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.crdgen import crd
+from lossgate_dev.devenv.thirdparty import install_crds
 from tests.infra.kube_fixtures import Kube
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

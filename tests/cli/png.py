@@ -10,7 +10,8 @@ import numpy as np
 
 def dimensions(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", "not a PNG"
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert head[12:16] == b"IHDR", "not a PNG"
     width, height = struct.unpack(">II", head[16:24])
     return int(width), int(height)
 

@@ -82,12 +82,14 @@ def test_retry_after_rollback_and_resume_after_pause(kube: Kube, namespace: str,
     assert list(annotations(kube, namespace, "rolled")) == ["lossgate.io/retry"]
     assert list(annotations(kube, namespace, "paused")) == ["lossgate.io/resume"]
     again = run("pause", "paused", "-n", namespace, "--kubeconfig", cfg)
-    assert again.rc == 1 and "already paused (by lossgate.io/pause)" in again.out
+    assert again.rc == 1
+    assert "already paused (by lossgate.io/pause)" in again.out
 
 
 def test_missing_rollout_is_refused(kube: Kube, namespace: str, cli_crd: None) -> None:
     r = run("abort", "nope", "-n", namespace, "--kubeconfig", str(kube.kubeconfig))
-    assert r.rc == 1 and f"ModelRollout {namespace}/nope not found" in r.err
+    assert r.rc == 1
+    assert f"ModelRollout {namespace}/nope not found" in r.err
 
 
 def test_kubectl_plugin_entry_point_resolves(kube: Kube) -> None:

@@ -14,7 +14,7 @@ from kubernetes import client
 
 from lossgate.cli.get import run_get
 from lossgate.cli.kubeconn import Rollouts
-from lossgate.devenv.procs import wait_until
+from lossgate_dev.devenv.procs import wait_until
 from tests.cli.conftest import Create, progressing, rolled_back, run
 from tests.infra.kube_fixtures import Kube
 
@@ -42,7 +42,8 @@ def test_detail_view_shows_the_numbers(kube: Kube, namespace: str, create: Creat
     assert field["Needed"] == "1,880 more canary samples (judge's estimate)"
     assert field["Training"].startswith("Pass non-finite steps 0, grad-norm spikes 0")
     # And the conditions and the last decisions (newest first: the advance to step 2, then the start)
-    assert "MetricsAvailable" in r.out and "Progressing" in r.out
+    assert "MetricsAvailable" in r.out
+    assert "Progressing" in r.out
     decisions = [line.split()[1] for line in lines if line[:2].isdigit() and ":" in line[:8]]
     assert decisions[:2] == ["Advance", "Start"], r.out
 
@@ -97,7 +98,8 @@ def test_watch_redraws_when_the_status_changes(kube: Kube, namespace: str, creat
     )
     t.join(60)
     # Then a second frame is drawn with the new phase, and the watch ends after it
-    assert not t.is_alive() and rc == [0]
+    assert not t.is_alive()
+    assert rc == [0]
     frames = [json.loads(f) for f in out.getvalue().replace("}\n{", "}\n\x00{").split("\x00")]
     assert [f["status"]["phase"] for f in frames] == ["Progressing", "Paused"]
     assert frames[1]["status"]["message"] == "paused by test"
@@ -122,4 +124,5 @@ def test_context_flag_picks_the_contexts_namespace(
     assert {o["metadata"]["namespace"] for o in without.json()["items"]} <= {"default"}
     # And an unknown context is a clear error
     bad = run("get", "--kubeconfig", str(path), "--context", "nope")
-    assert bad.rc == 1 and bad.err.startswith(f"error: kubeconfig {path}: ")
+    assert bad.rc == 1
+    assert bad.err.startswith(f"error: kubeconfig {path}: ")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from lossgate.adapters.spec_refs import judge_config
 from lossgate.core.judge import evaluate
-from lossgate.devenv.prom import Prometheus
 from lossgate.model import ModelRolloutSpec
-from lossgate.reconcile.mapping import judge_config
+from lossgate_dev.devenv.prom import Prometheus
 from tests.cli.conftest import Create, manifest, progressing, rolled_back, run
 from tests.cli.png import TAB_BLUE, TAB_RED, colour_share, dimensions
 from tests.cli.test_replay import regressing_canary
@@ -48,8 +48,10 @@ def test_plot_recomputes_the_trail_from_prometheus(
         f"first decision Regression at {at})"
     )
     # And the PNG is a real picture with the CS band and the margin/decision in red
-    assert dimensions(png) == (1100, 650) and png.stat().st_size > 30_000
-    assert colour_share(png, TAB_BLUE) > 0.002 and colour_share(png, TAB_RED) > 0.001
+    assert dimensions(png) == (1100, 650)
+    assert png.stat().st_size > 30_000
+    assert colour_share(png, TAB_BLUE) > 0.002
+    assert colour_share(png, TAB_RED) > 0.001
 
 
 def test_plot_falls_back_to_status_history(
@@ -64,4 +66,5 @@ def test_plot_falls_back_to_status_history(
     # Then the picture comes from the numbers recorded in status.history, and says so
     assert r.rc == 0, r.err
     assert r.out.startswith(f"plot written to {png} (from status.history (Prometheus at http://127.0.0.1:9: ")
-    assert dimensions(png) == (1100, 650) and png.stat().st_size > 10_000
+    assert dimensions(png) == (1100, 650)
+    assert png.stat().st_size > 10_000

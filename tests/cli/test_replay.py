@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lossgate.adapters.spec_refs import judge_config
 from lossgate.core.judge import JudgeConfig, evaluate
-from lossgate.devenv.prom import Prometheus
 from lossgate.model import ModelRolloutSpec
-from lossgate.reconcile.mapping import judge_config
+from lossgate_dev.devenv.prom import Prometheus
 from tests.cli.conftest import manifest, run
 from tests.cli.png import TAB_BLUE, TAB_ORANGE, TAB_RED, colour_share, dimensions
 from tests.cli.promdata import ArmPlan, History
@@ -58,8 +58,10 @@ def test_replay_decisions_equal_the_judges(prometheus: Prometheus, tmp_path: Pat
         assert look["end"] == h.start + 30 * k
     # And the decision is the first Regression look, with the numbers that justified it
     first = verdicts.index("Regression") + 1
-    assert 3 <= first < INTERVALS and set(verdicts[: first - 1]) <= {"InsufficientData", "Undecided"}
-    assert doc["decision"]["look"] == first and doc["decision"]["cs_low"] > 0.02
+    assert 3 <= first < INTERVALS
+    assert set(verdicts[: first - 1]) <= {"InsufficientData", "Undecided"}
+    assert doc["decision"]["look"] == first
+    assert doc["decision"]["cs_low"] > 0.02
     assert doc["outcome"].startswith("would ROLL BACK (regression) at ")
     # And the PNG is a real picture: 1100x650, tens of kB, with the CS band, the margin and the samples
     assert dimensions(png) == (1100, 650)
@@ -96,7 +98,8 @@ def test_replay_with_a_spec_prints_the_trail(prometheus: Prometheus, tmp_path: P
     assert [lk["verdict"] for lk in tagged] == [
         evaluate(intervals[:k], config).verdict.value for k in range(1, INTERVALS + 1)
     ]
-    assert tagged[0]["n_canary"] == 0 and tagged[1]["n_canary"] == intervals[1].canary.n
+    assert tagged[0]["n_canary"] == 0
+    assert tagged[1]["n_canary"] == intervals[1].canary.n
 
 
 def test_replay_without_data_is_a_clear_error(prometheus: Prometheus) -> None:

@@ -23,8 +23,10 @@ def test_a_rollout_without_status_shows_as_pending() -> None:
     detail, listing = rendered([obj], "fresh"), rendered([obj], None)
     # Then it is Pending at step 0/4 with 0% canary, and no analysis rows
     field = {line.split()[0]: " ".join(line.split()[1:]) for line in detail.splitlines() if line.strip()}
-    assert field["Phase"] == "Pending" and field["Step"] == "0/4 (weights 5 25 50 100)"
-    assert field["Weights"] == "baseline 100% canary 0%" and "Verdict" not in field
+    assert field["Phase"] == "Pending"
+    assert field["Step"] == "0/4 (weights 5 25 50 100)"
+    assert field["Weights"] == "baseline 100% canary 0%"
+    assert "Verdict" not in field
     row = listing.splitlines()[1].split()
     assert row[:7] == ["ml-prod", "fresh", "Pending", "0/4", "0%", "-/-", "-"]
     assert rendered([], None).strip() == "No ModelRollouts found."

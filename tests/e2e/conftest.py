@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from lossgate.demo.scenario import Scenario
-from lossgate.demo.stack import Stack
-from lossgate.devenv.prom import Prometheus
-from lossgate.devenv.thirdparty import install_crds
 from lossgate.model.crdgen import crd
+from lossgate_dev.demo.scenario import Scenario
+from lossgate_dev.demo.stack import Stack
+from lossgate_dev.devenv.prom import Prometheus
+from lossgate_dev.devenv.thirdparty import install_crds
 from tests.infra.kube_fixtures import Kube
 
 TERMINAL = {"Promoted", "RolledBack", "Failed"}

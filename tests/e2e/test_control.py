@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lossgate.demo.stack import GROUP, PLURAL, VERSION, Stack
-from lossgate.devenv.procs import wait_until
+from lossgate_dev.demo.stack import GROUP, PLURAL, VERSION, Stack
+from lossgate_dev.devenv.procs import wait_until
 from tests.e2e.conftest import TERMINAL, Launch, condition, history
 from tests.e2e.test_resilience import STAY_IN_STEP_1, _wait_progressing_at
 
@@ -65,7 +65,8 @@ def test_missing_route_becomes_a_condition_not_a_crash_loop(
     assert "digitz" in cond["message"]
     assert stack.route_weights(namespace, "digits") == {"digits-v1": 100, "digits-v2": 0}
     # And the operator keeps running (no crash loop) and picks up the fix at the next tick
-    assert stack.operator is not None and stack.operator.alive()
+    assert stack.operator is not None
+    assert stack.operator.alive()
     fix = {"spec": {"trafficRouting": {"gatewayAPI": {"httpRoute": "digits"}}}}
     stack.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "digits", fix)
     wait_until(lambda: router_condition().get("status") == "True", 60, "RouterReady=True", stack.operator)

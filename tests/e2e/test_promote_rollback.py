@@ -8,7 +8,7 @@ import urllib.request
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from lossgate.demo.stack import Stack
+from lossgate_dev.demo.stack import Stack
 from tests.e2e.conftest import TERMINAL, Launch, history
 
 
@@ -27,8 +27,10 @@ def test_good_canary_is_promoted(stack: Stack, namespace: str, launch: Launch) -
     assert [s["weight"] for s in status["stepStarts"]] == [10, 25, 50]
     # And the judge saw real labelled samples on both arms, the canary's loss below the baseline's
     a = status["analysis"]
-    assert a["canary"]["n"] >= 600 and a["baseline"]["n"] > a["canary"]["n"]
-    assert a["delta"] < 0 and a["canary"]["mean"] < a["baseline"]["mean"]
+    assert a["canary"]["n"] >= 600
+    assert a["baseline"]["n"] > a["canary"]["n"]
+    assert a["delta"] < 0
+    assert a["canary"]["mean"] < a["baseline"]["mean"]
     # And the operator's own metrics count the decisions it took
     metrics = _operator_metrics(stack)
     assert metrics[("lossgate_decisions_total", "Start")] == 1
@@ -56,11 +58,13 @@ def test_worse_canary_is_rolled_back_with_the_numbers(stack: Stack, namespace: s
     assert a["csLow"] > a["margin"] > 0  # the whole confidence sequence is above the margin
     assert a["pRegression"] < 0.01
     rolled = next(c for c in status["conditions"] if c["type"] == "RolledBack")
-    assert rolled["status"] == "True" and rolled["reason"] == "LossRegression"
+    assert rolled["status"] == "True"
+    assert rolled["reason"] == "LossRegression"
     # And a Warning Event on the ModelRollout carries the same decision
     events = client.CoreV1Api(stack.api).list_namespaced_event(namespace).items
     mine = [e for e in events if e.involved_object.kind == "ModelRollout" and e.reason == "LossRegression"]
-    assert len(mine) == 1 and mine[0].type == "Warning"
+    assert len(mine) == 1
+    assert mine[0].type == "Warning"
     assert "rolled back v2 to 0%" in mine[0].message
 
 
@@ -78,7 +82,8 @@ def test_nonfinite_training_run_blocks_before_traffic_moves(
     assert status.get("stepStarts", []) == []
     assert stack.route_weights(namespace, "digits") == {"digits-v1": 100, "digits-v2": 0}
     health = status["trainingHealth"]
-    assert health["verdict"] == "Fail" and health["nonFiniteSteps"] >= 100
+    assert health["verdict"] == "Fail"
+    assert health["nonFiniteSteps"] >= 100
     assert "Start" not in trail
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kubernetes.client.rest import ApiException
 
-from lossgate.demo.stack import Stack
-from lossgate.devenv.procs import wait_until
+from lossgate_dev.demo.stack import Stack
+from lossgate_dev.devenv.procs import wait_until
 from tests.e2e.conftest import TERMINAL, Launch, condition, history
 
 STAY_IN_STEP_1 = {"stepDefaults": {"minSamples": 1_000_000, "minDuration": "1h"}}
@@ -55,7 +55,8 @@ def test_prometheus_back_in_time_and_the_rollout_continues(
     stack.prom.stop()
     wait_until(lambda: _metrics_available(stack, namespace) == "False", 30, "MetricsAvailable=False")
     held = stack.rollout(namespace, "digits")["status"]
-    assert held["phase"] == "Progressing" and held["canaryWeight"] == 10
+    assert held["phase"] == "Progressing"
+    assert held["canaryWeight"] == 10
     # And comes back on the same port with its data
     stack.prom.restart()
     # Then metrics are available again and the rollout goes on to promotion

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lossgate.devenv.thirdparty import install_crds
+from lossgate_dev.devenv.thirdparty import install_crds
 from tests.e2e.conftest import launch, lossgate_crd, stack  # noqa: F401  (fixtures)
 from tests.helm.chart import CHART
 from tests.infra.kube_fixtures import Kube

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from lossgate.demo.scenario import Scenario
-from lossgate.demo.stack import Stack
-from lossgate.devenv.procs import Server, free_port, wait_until
+from lossgate_dev.demo.scenario import Scenario
+from lossgate_dev.demo.stack import Stack
+from lossgate_dev.devenv.procs import Server, free_port, wait_until
 from tests.e2e.conftest import TERMINAL, condition, history
 from tests.helm.install import create_namespace, installed
 from tests.infra.kube_fixtures import Kube
@@ -81,7 +81,8 @@ def test_a_rollout_under_the_charts_service_account(
         # And it posted its decisions as Events
         events = core.list_namespaced_event(namespace).items
         reasons = {e.reason for e in events if e.involved_object.kind == "ModelRollout"}
-        assert "Started" in reasons and any(r.startswith("Promoted") for r in reasons), reasons
+        assert "Started" in reasons, reasons
+        assert any(r.startswith("Promoted") for r in reasons), reasons
         # And kopf's finalizer is on the rollout, and deleting it completes (the finalizer removed by a patch)
         objs = client.CustomObjectsApi(kube.api_client)
         ro = objs.get_namespaced_custom_object(
@@ -106,7 +107,7 @@ def start_operator(stack: Stack, name: str, namespace: str, kubeconfig: Path, pr
     """`lossgate operator --peering lossgate` as the chart's Deployment runs it, with the SA token."""
     health = free_port()
     argv = [
-        sys.executable, "-m", "lossgate.cli.main", "operator", "--namespace", namespace,
+        sys.executable, "-m", "lossgate.entry", "operator", "--namespace", namespace,
         "--peering", "lossgate", "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{health}/healthz",
     ]  # fmt: skip
     env = {"KUBECONFIG": str(kubeconfig), "LOSSGATE_PEERING_PRIORITY": str(priority), "PYTHONUNBUFFERED": "1"}
@@ -158,17 +159,21 @@ def test_two_replicas_with_peering_one_handles_the_rollout(
 
             # Then the active replica handles it: the condition names the missing route
             wait_until(lambda: router_ready().get("status") == "False", 60, "RouterReady=False", a)
-            assert router_ready()["reason"] == "RouteNotFound" and "missing" in router_ready()["message"]
+            assert router_ready()["reason"] == "RouteNotFound"
+            assert "missing" in router_ready()["message"]
             # And only replica a touched it; b stood by (paused from its start), and both are alive
             mine = "kopf.objects"  # the logger of kopf's per-object handling (one rollout here)
             assert mine in a.log.read_text()
-            assert mine not in b.log.read_text() and "Resuming operations" not in b.log.read_text()
-            assert a.alive() and b.alive()
+            assert mine not in b.log.read_text()
+            assert "Resuming operations" not in b.log.read_text()
+            assert a.alive()
+            assert b.alive()
             # When replica a stops (it leaves the peering), b resumes and takes the rollout over
             a.stop()
             wait_until(lambda: "Resuming operations" in b.log.read_text(), 60, "b resumes", b)
             wait_until(lambda: mine in b.log.read_text(), 60, "b handles the rollout", b)
-            assert router_ready()["status"] == "False" and b.alive()
+            assert router_ready()["status"] == "False"
+            assert b.alive()
             # And neither met a refusal from the API server (peering included)
             for s in servers:
                 refused = [x for x in s.log.read_text(errors="replace").splitlines() if REFUSALS.search(x)]

@@ -51,7 +51,8 @@ def test_lint_strict_passes(name: str) -> None:
     # Given the chart and a set of values; When it is linted in strict mode (warnings are errors)
     report = lint_report(VARIANTS[name])
     # Then there is no finding at all
-    assert report["errors"] == [] and report["messages"] == [], report
+    assert report["errors"] == [], report
+    assert report["messages"] == [], report
     assert report["total_charts_linted"] == 1
 
 
@@ -72,11 +73,13 @@ def test_default_deployment_is_hardened() -> None:
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     # Then the pod runs as a non-root user with the RuntimeDefault seccomp profile
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     # And the container has a read-only root, no privilege escalation, every capability dropped
     sc = c["securityContext"]
-    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     # And /tmp is a small emptyDir (the operator's temporary CA files)
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
@@ -87,11 +90,13 @@ def test_default_deployment_is_hardened() -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 8090, "healthz": 8080}
-    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"] and "--metrics-port=8090" in c["args"]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert "--metrics-port=8090" in c["args"]
     # And the image is the package's version; one replica, replaced (not rolled) without peering
     assert c["image"] == f"ghcr.io/lossgate/lossgate:{lossgate.__version__}"
     dep = one(docs, "Deployment")["spec"]
-    assert dep["replicas"] == 1 and dep["strategy"] == {"type": "Recreate"}
+    assert dep["replicas"] == 1
+    assert dep["strategy"] == {"type": "Recreate"}
     # And the metrics Service exposes the metrics port; no monitors or NetworkPolicy by default
     svc = one(docs, "Service")
     assert svc["spec"]["ports"] == [
@@ -108,8 +113,10 @@ def test_operator_settings_become_flags_and_environment() -> None:
     (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     # Then the operator gets them as its documented flags and LOSSGATE_* variables
-    assert "--namespace=ml-prod" in c["args"] and "--peering=lossgate" in c["args"]
-    assert env["LOSSGATE_LOG_LEVEL"] == "DEBUG" and env["LOSSGATE_MAX_CONCURRENT_ANALYSES"] == "3"
+    assert "--namespace=ml-prod" in c["args"]
+    assert "--peering=lossgate" in c["args"]
+    assert env["LOSSGATE_LOG_LEVEL"] == "DEBUG"
+    assert env["LOSSGATE_MAX_CONCURRENT_ANALYSES"] == "3"
     assert one(docs, "Deployment")["spec"]["replicas"] == 3
 
 
@@ -117,7 +124,8 @@ def test_monitors_and_network_policy_when_enabled() -> None:
     docs = render(VARIANTS["monitors-and-netpol"])
     sm, pm, np = one(docs, "ServiceMonitor"), one(docs, "PodMonitor"), one(docs, "NetworkPolicy")
     # Then both monitors scrape the metrics port by name, with the extra labels
-    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["metadata"]["labels"]["release"] == "kps"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert sm["metadata"]["labels"]["release"] == "kps"
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     # And the NetworkPolicy admits only the metrics port, and lets out DNS, the API server and Prometheus
     assert [p["port"] for r in np["spec"]["ingress"] for p in r["ports"]] == [8090]
@@ -130,7 +138,8 @@ def test_rbac_shape_cluster_wide_vs_namespaced() -> None:
     wide = render()
     names = {d["metadata"]["name"] for d in by_kind(wide, "ClusterRole")}
     assert names == {"lossgate", "lossgate-observer"}
-    assert not by_kind(wide, "Role") and not by_kind(wide, "RoleBinding")
+    assert not by_kind(wide, "Role")
+    assert not by_kind(wide, "RoleBinding")
     assert all("secrets" not in r["resources"] for d in by_kind(wide, "ClusterRole") for r in d["rules"])
     # Namespaced: a Role + RoleBinding per namespace (Secrets get included); cluster-wide only CRD and
     # namespace reads (kopf lists namespaces when given namespaces)
@@ -172,7 +181,8 @@ def test_crds_are_byte_identical_to_the_repository_crds() -> None:
 def test_ha_creates_the_peering_object_the_replicas_meet_in() -> None:
     # Cluster-wide: one ClusterKopfPeering; namespaced: a KopfPeering per watched namespace
     (cluster,) = by_kind(render(VARIANTS["ha-cluster-wide"]), "ClusterKopfPeering")
-    assert cluster["metadata"]["name"] == "lossgate" and cluster["apiVersion"] == "kopf.dev/v1"
+    assert cluster["metadata"]["name"] == "lossgate"
+    assert cluster["apiVersion"] == "kopf.dev/v1"
     (ns,) = by_kind(render(VARIANTS["ha-namespaced"]), "KopfPeering")
     assert (ns["metadata"]["namespace"], ns["metadata"]["name"]) == ("ml-prod", "lossgate")
     assert not [d for d in render() if "Peering" in d["kind"]]
@@ -180,7 +190,8 @@ def test_ha_creates_the_peering_object_the_replicas_meet_in() -> None:
 
 def test_app_version_is_the_package_version() -> None:
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert meta["apiVersion"] == "v2" and meta["appVersion"] == lossgate.__version__
+    assert meta["apiVersion"] == "v2"
+    assert meta["appVersion"] == lossgate.__version__
 
 
 BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {

@@ -45,7 +45,8 @@ def test_hadolint_finds_nothing() -> None:
         [hadolint(), "--no-color", "--failure-threshold", "style", "Dockerfile"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert got.returncode == 0 and got.stdout.strip() == "", got.stdout + got.stderr
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert got.stdout.strip() == "", got.stdout + got.stderr
 
 
 def test_multi_stage_slim_final_stage_without_build_tools() -> None:
@@ -68,24 +69,33 @@ def test_runs_as_the_charts_non_root_user_with_the_operator_entrypoint() -> None
     (user,) = [a for i, a in final if i == "USER"]
     uid, _, gid = user.partition(":")
     # A numeric non-root user (runAsNonRoot can check it), the same as the chart's runAsUser
-    assert uid.isdigit() and int(uid) > 0 and gid.isdigit()
+    assert uid.isdigit()
+    assert int(uid) > 0
+    assert gid.isdigit()
     pod = one(render(), "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == int(uid)
     # The entrypoint is `lossgate operator` (kopf.run) in exec form; the default command serves liveness
     (entrypoint,) = [json.loads(a) for i, a in final if i == "ENTRYPOINT"]
     (cmd,) = [json.loads(a) for i, a in final if i == "CMD"]
     assert entrypoint == ["lossgate", "operator"]
-    assert "--liveness=http://0.0.0.0:8080/healthz" in cmd and "--metrics-port=8090" in cmd
+    assert "--liveness=http://0.0.0.0:8080/healthz" in cmd
+    assert "--metrics-port=8090" in cmd
     # And the chart's container args start with the same subcommand and probe the same endpoint
     (c,) = pod["containers"]
-    assert c["args"][0] == "operator" and "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert c["args"][0] == "operator"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
     assert ("EXPOSE", "8080 8090") in final
 
 
 def test_dockerignore_sends_only_the_package_sources() -> None:
     lines = [x for x in (ROOT / ".dockerignore").read_text().splitlines() if x and not x.startswith("#")]
     assert lines[0] == "*"
-    assert {"!pyproject.toml", "!README.md", "!operator/"} <= set(lines)
-    # Everything the build stage copies is let in
+    assert {"!pyproject.toml", "!README.md", "!requirements/image.txt", "!operator/"} <= set(lines)
+    # Everything the build stage copies is let in, and nothing of the development tree
     copies = [a for i, a in stages()[0] if i == "COPY"]
-    assert copies == ["pyproject.toml README.md ./", "operator/ operator/"]
+    assert copies == [
+        "pyproject.toml README.md ./",
+        "requirements/image.txt requirements/",
+        "operator/ operator/",
+    ]
+    assert not any("devtools" in line for line in lines)

@@ -84,4 +84,5 @@ def test_quickstart_rollout_points_at_the_quickstart_prometheus_and_route() -> N
 
 def test_docs_exist() -> None:
     for doc in DOCS:
-        assert doc.exists() and Path(doc).read_text().startswith("# ")
+        assert doc.exists()
+        assert Path(doc).read_text().startswith("# ")

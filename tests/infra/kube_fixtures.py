@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from lossgate.devenv.kube import ControlPlane
+from lossgate_dev.devenv.kube import ControlPlane
 
 
 @dataclass

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lossgate.devenv.prom import Prometheus, Pushgateway
+from lossgate_dev.devenv.prom import Prometheus, Pushgateway
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from lossgate.devenv.binaries import versions
-from lossgate.devenv.procs import wait_until
+from lossgate_dev.devenv.binaries import versions
+from lossgate_dev.devenv.procs import wait_until
 from tests.infra.kube_fixtures import Kube
 
 GROUP, VERSION, PLURAL = "probe.lossgate.io", "v1", "widgets"
@@ -78,7 +78,8 @@ def test_server_reports_the_built_version(kube: Kube) -> None:
     # Given binaries built from k8s.io/kubernetes with version ldflags; Then /version says so
     v = kube.plane.version()
     assert v["gitVersion"] == versions()["K8S_VERSION"]
-    assert v["major"] == "1" and v["minor"] == versions()["K8S_VERSION"].split(".")[1]
+    assert v["major"] == "1"
+    assert v["minor"] == versions()["K8S_VERSION"].split(".")[1]
 
 
 def test_cel_rule_refuses_bad_object_with_its_message(kube: Kube, widget_crd: None, namespace: str) -> None:

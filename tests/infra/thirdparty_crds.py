@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lossgate.devenv.thirdparty import (
+from lossgate_dev.devenv.thirdparty import (
     GO_ENV,
     Manifest,
     go_binary,

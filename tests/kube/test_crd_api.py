@@ -18,8 +18,8 @@ import yaml
 from lossgate.core.machine import decide
 from lossgate.core.observation import HealthEvidence, LossEvidence, Observation
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
-from lossgate.devenv.procs import wait_until
 from lossgate.model import ModelRollout, ModelRolloutStatus
+from lossgate_dev.devenv.procs import wait_until
 from tests.infra.kube_fixtures import Kube
 
 pytestmark = [pytest.mark.kube, pytest.mark.usefixtures("modelrollout_crd")]
@@ -61,7 +61,8 @@ def test_the_crd_is_accepted_and_established(kube: Kube) -> None:
     out = kube.kubectl("get", "crd", "modelrollouts.lossgate.io", "-o", "json")
     crd = json.loads(out.stdout)
     conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
-    assert conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
+    assert conditions.get("Established") == "True"
+    assert conditions.get("NamesAccepted") == "True"
     assert crd["spec"]["names"]["shortNames"] == ["mro"]
 
 
@@ -119,7 +120,8 @@ def test_printer_columns_and_status_subresource(kube: Kube, namespace: str) -> N
     assert kube.kubectl("apply", "-n", namespace, "-f", str(path)).returncode == 0
     name = rollouts_in(path)[0]["metadata"]["name"]
     status = status_from_decide(kube, namespace, name)
-    assert status.current_step == "2/4" and status.canary_weight == 25
+    assert status.current_step == "2/4"
+    assert status.canary_weight == 25
 
     patch = json.dumps({"status": status.to_wire()})
     out = kube.kubectl(
@@ -138,7 +140,9 @@ def test_printer_columns_and_status_subresource(kube: Kube, namespace: str) -> N
     assert header.split() == ["NAME", "PHASE", "STEP", "WEIGHT", "DELTA", "AGE"]
     assert row.split()[:5] == [name, "Progressing", "2/4", "25", "0.003"]
     wide = kube.kubectl("get", "mro", "-n", namespace, "-o", "wide").stdout
-    assert "VERDICT" in wide and "MESSAGE" in wide and "Undecided" in wide
+    assert "VERDICT" in wide
+    assert "MESSAGE" in wide
+    assert "Undecided" in wide
     assert "canary loss 0.412 vs 0.409 (+0.003, 95% CS [-0.004, 0.010])" in wide
     # The category and the full names work too.
     assert name in kube.kubectl("get", "lossgate", "-n", namespace).stdout
@@ -149,7 +153,8 @@ def test_printer_columns_and_status_subresource(kube: Kube, namespace: str) -> N
     out = kube.kubectl("patch", "mro", name, "-n", namespace, "--type=merge", "-p", both)
     assert out.returncode == 0, out.stderr
     stored = get(kube, namespace, name)
-    assert stored["spec"]["paused"] is True and stored["metadata"]["generation"] == 2
+    assert stored["spec"]["paused"] is True
+    assert stored["metadata"]["generation"] == 2
     assert stored["status"]["phase"] == "Progressing"
     # And a status write cannot change the spec.
     sneaky = json.dumps({"spec": {"paused": False}, "status": {"phase": "Paused"}})
@@ -158,7 +163,8 @@ def test_printer_columns_and_status_subresource(kube: Kube, namespace: str) -> N
     )
     assert out.returncode == 0, out.stderr
     stored = get(kube, namespace, name)
-    assert stored["spec"]["paused"] is True and stored["status"]["phase"] == "Paused"
+    assert stored["spec"]["paused"] is True
+    assert stored["status"]["phase"] == "Paused"
 
 
 def test_status_schema_refuses_a_bad_phase(kube: Kube, namespace: str) -> None:
@@ -169,7 +175,8 @@ def test_status_schema_refuses_a_bad_phase(kube: Kube, namespace: str) -> None:
     out = kube.kubectl(
         "patch", "mro", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch
     )
-    assert out.returncode != 0 and "status.phase" in out.stderr
+    assert out.returncode != 0
+    assert "status.phase" in out.stderr
 
 
 def test_kubectl_explain_describes_fields(kube: Kube) -> None:

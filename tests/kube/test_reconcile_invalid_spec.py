@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from lossgate.core.actions import EmitEvent
-from lossgate.devenv.thirdparty import install_crds
 from lossgate.model.crdgen import crd
 from lossgate.reconcile.deps import Deps, OperatorConfig
 from lossgate.reconcile.rollout import INVALID_SPEC_RECHECK, tick
+from lossgate_dev.devenv.thirdparty import install_crds
 from tests.infra.kube_fixtures import Kube
 
 GROUP, VERSION, PLURAL = "lossgate.io", "v1alpha1", "modelrollouts"
@@ -55,10 +55,13 @@ def test_invalid_spec_is_a_condition_and_one_event(kube: Kube, rollout_crd: None
     # Then status says SpecValid=False, naming the object, the field and the fix
     status = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "m")["status"]
     cond = next(c for c in status["conditions"] if c["type"] == "SpecValid")
-    assert cond["status"] == "False" and cond["reason"] == "InvalidSpec"
-    assert f"ModelRollout {namespace}/m" in cond["message"] and "spec.steps" in cond["message"]
+    assert cond["status"] == "False"
+    assert cond["reason"] == "InvalidSpec"
+    assert f"ModelRollout {namespace}/m" in cond["message"]
+    assert "spec.steps" in cond["message"]
     # And nothing else moved: no phase change, no weight
-    assert status.get("canaryWeight", 0) == 0 and status.get("phase", "Pending") == "Pending"
+    assert status.get("canaryWeight", 0) == 0
+    assert status.get("phase", "Pending") == "Pending"
     # And exactly one Warning event was asked for, and the next look is a slow recheck, not a retry storm
     assert [(e.type.value, e.reason) for e in events] == [("Warning", "InvalidSpec")]
     assert first == INVALID_SPEC_RECHECK

@@ -13,9 +13,9 @@ from kubernetes import client, config
 
 from lossgate.adapters.routers import GatewayRouteRef, IstioRouter, IstioRouteRef, make_router
 from lossgate.core.evidence import Problem, Weights
-from lossgate.devenv.kube import ControlPlane
-from lossgate.devenv.thirdparty import install_crds, load_istio_crds
 from lossgate.ports import RouterErrorKind
+from lossgate_dev.devenv.kube import ControlPlane
+from lossgate_dev.devenv.thirdparty import install_crds, load_istio_crds
 
 pytestmark = pytest.mark.realserver  # its own real API server, not the shared `kube` fixture
 
@@ -42,7 +42,8 @@ def test_gateway_api_not_installed(bare: client.ApiClient) -> None:
     router = make_router(GATEWAY, bare)
     # When lossgate reads or writes the route, Then it says the CRD is missing and what to install
     for got in (router.get_weights(), router.set_weights(Weights(95, 5))):
-        assert isinstance(got, Problem) and got.kind == RouterErrorKind.CRD_MISSING
+        assert isinstance(got, Problem)
+        assert got.kind == RouterErrorKind.CRD_MISSING
         assert (
             "does not serve httproutes.gateway.networking.k8s.io/v1 (needed for HTTPRoute default/scorer)"
             in got.message
@@ -54,7 +55,8 @@ def test_istio_not_installed_then_installed_serving_only_v1beta1(bare: client.Ap
     # Given a cluster without Istio, and a router made before Istio is installed
     router = IstioRouter(ISTIO, bare)
     got = router.set_weights(Weights(95, 5))
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.CRD_MISSING
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.CRD_MISSING
     assert "virtualservices.networking.istio.io/v1|v1beta1" in got.message
     assert "Install Istio's networking CRDs" in got.message
     # When Istio's real VirtualService CRD is installed, but from an older release that serves no v1

@@ -11,8 +11,8 @@ from kubernetes import client
 
 from lossgate.adapters.routers import GatewayAPIRouter, GatewayRouteRef, make_router
 from lossgate.core.evidence import Problem, Weights
-from lossgate.devenv.procs import free_port, wait_until
 from lossgate.ports import RouterErrorKind, TrafficRouter
+from lossgate_dev.devenv.procs import free_port, wait_until
 from tests.infra.kube_fixtures import Kube
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
@@ -227,8 +227,10 @@ def test_a_route_that_keeps_changing_gives_conflict_after_bounded_retries(
     # When lossgate sets weights
     got = router.set_weights(Weights(95, 5))
     # Then it gives up with Conflict after 3 refused patches (4 reads), naming the route
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.CONFLICT
-    assert f"HTTPRoute {namespace}/scorer" in got.message and "3 times" in got.message
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.CONFLICT
+    assert f"HTTPRoute {namespace}/scorer" in got.message
+    assert "3 times" in got.message
     assert len(flips) == 4
     assert weights_by_name(get(objs, namespace)) == {"scorer-v41": 1, "shadow": 4}
 
@@ -236,7 +238,8 @@ def test_a_route_that_keeps_changing_gives_conflict_after_bounded_retries(
 def test_route_not_found(kube: Kube, namespace: str) -> None:
     router = make_router(ref(namespace, name="missing"), kube.api_client)
     for got in (router.get_weights(), router.set_weights(Weights(95, 5))):
-        assert isinstance(got, Problem) and got.kind == RouterErrorKind.NOT_FOUND
+        assert isinstance(got, Problem)
+        assert got.kind == RouterErrorKind.NOT_FOUND
         assert got.message.startswith(f"HTTPRoute {namespace}/missing not found")
         assert got.details == {"kind": "HTTPRoute", "namespace": namespace, "name": "missing"}
 
@@ -246,7 +249,8 @@ def test_baseline_backend_not_in_the_rule(kube: Kube, namespace: str, objs: clie
     # Given a reference to rule 0 (/admin), which has no backend for the baseline
     router = make_router(ref(namespace, rule_index=0), kube.api_client)
     for got in (router.get_weights(), router.set_weights(Weights(95, 5))):
-        assert isinstance(got, Problem) and got.kind == RouterErrorKind.BACKEND_NOT_FOUND
+        assert isinstance(got, Problem)
+        assert got.kind == RouterErrorKind.BACKEND_NOT_FOUND
         assert (
             f"HTTPRoute {namespace}/scorer rule 0 has no backendRef to the baseline Service scorer-v41"
             in got.message
@@ -254,7 +258,8 @@ def test_baseline_backend_not_in_the_rule(kube: Kube, namespace: str, objs: clie
         assert "backendRefs: admin:8080" in got.message
     # And a port that no backendRef has is the same error
     got = make_router(ref(namespace, port=9000), kube.api_client).get_weights()
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.BACKEND_NOT_FOUND
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.BACKEND_NOT_FOUND
 
 
 def test_rule_index_out_of_range_is_invalid(
@@ -262,7 +267,8 @@ def test_rule_index_out_of_range_is_invalid(
 ) -> None:
     create(objs, namespace)
     got = make_router(ref(namespace, rule_index=5), kube.api_client).set_weights(Weights(95, 5))
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.INVALID
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.INVALID
     assert f"HTTPRoute {namespace}/scorer has 2 rule(s), so ruleIndex 5 is out of range" in got.message
 
 
@@ -274,7 +280,8 @@ def test_forbidden_without_rbac_then_patch_denied_with_read_only_rbac(
     router = make_router(ref(namespace), nobody)
     # Given a user without any role: reading is forbidden
     got = router.get_weights()
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.FORBIDDEN
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.FORBIDDEN
     assert f"forbidden to get HTTPRoute {namespace}/scorer" in got.message
     assert 'User "nobody" cannot get resource "httproutes"' in got.message
     assert got.details["verb"] == "get"
@@ -289,7 +296,8 @@ def test_forbidden_without_rbac_then_patch_denied_with_read_only_rbac(
     )
     wait_until(lambda: router.get_weights() == Weights(100, 0), 10, "read-only grant")
     got = router.set_weights(Weights(95, 5))
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.FORBIDDEN
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.FORBIDDEN
     assert "Grant the operator's ServiceAccount 'patch'" in got.message
     assert get(objs, namespace)["spec"]["rules"][1]["backendRefs"][0]["weight"] == 1
     cast(Any, nobody).close()
@@ -310,7 +318,8 @@ def test_a_write_the_api_server_refuses_is_invalid_not_conflict(
     got = router.set_weights(Weights(95, 5))
     # Then the schema refuses it; the object did not change, so it is Invalid with the server's reason
     # (after one re-read, not 3 retries)
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.INVALID
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.INVALID
     assert f"the API server refused lossgate's patch of HTTPRoute {namespace}/scorer" in got.message
     assert "must have at most 16 items" in got.message
     assert len(reads) == 1
@@ -328,8 +337,8 @@ def test_an_unreachable_api_server_is_unavailable(kube: Kube, namespace: str) ->
         make_router(ref(namespace), api).get_weights(),
         make_router(ref(namespace), api).set_weights(Weights(95, 5)),
     ):
-        assert isinstance(got, Problem) and got.kind == RouterErrorKind.UNAVAILABLE
-        assert (
-            "the API server is unreachable" in got.message and f"HTTPRoute {namespace}/scorer" in got.message
-        )
+        assert isinstance(got, Problem)
+        assert got.kind == RouterErrorKind.UNAVAILABLE
+        assert "the API server is unreachable" in got.message
+        assert f"HTTPRoute {namespace}/scorer" in got.message
     cast(Any, api).close()

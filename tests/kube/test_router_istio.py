@@ -205,11 +205,13 @@ def test_error_classes(kube: Kube, namespace: str, objs: client.CustomObjectsApi
     create(objs, namespace)
     # VirtualService missing
     got = make_router(ref(namespace, name="missing"), kube.api_client).set_weights(Weights(95, 5))
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.NOT_FOUND
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.NOT_FOUND
     assert got.message.startswith(f"VirtualService {namespace}/missing not found")
     # Baseline destination missing from the route
     got = make_router(ref(namespace, baseline_subset="v40"), kube.api_client).get_weights()
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.BACKEND_NOT_FOUND
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.BACKEND_NOT_FOUND
     assert (
         f"VirtualService {namespace}/scorer http[1] (primary) has no destination scorer subset v40"
         in got.message
@@ -217,12 +219,14 @@ def test_error_classes(kube: Kube, namespace: str, objs: client.CustomObjectsApi
     assert "(destinations: scorer subset v41)" in got.message
     # Route name missing
     got = make_router(ref(namespace, route_name="nope"), kube.api_client).get_weights()
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.INVALID
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.INVALID
     assert "has no http route named 'nope' ('admin', 'primary')" in got.message
     # Forbidden
     nobody = kube.client_for_token(kube.plane.tokens["nobody"])
     got = make_router(ref(namespace), nobody).set_weights(Weights(95, 5))
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.FORBIDDEN
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.FORBIDDEN
     assert 'User "nobody" cannot get resource "virtualservices"' in got.message
     assert got.details["resource"] == "virtualservices.networking.istio.io/v1|v1beta1"
     cast(Any, nobody).close()

@@ -3,7 +3,6 @@ API server, with kube-controller-manager making the ReplicaSets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -19,8 +18,8 @@ from lossgate.adapters.routers import (
     make_router,
 )
 from lossgate.core.evidence import Problem, Weights
-from lossgate.devenv.procs import wait_until
 from lossgate.ports import RouterErrorKind
+from lossgate_dev.devenv.procs import wait_until
 from tests.infra.kube_fixtures import Kube
 
 
@@ -66,7 +65,7 @@ def deployment(name: str, version: str, replicas: int) -> client.V1Deployment:
 
 
 @pytest.fixture
-def apps(kube: Kube, namespace: str) -> Iterator[Any]:
+def apps(kube: Kube, namespace: str) -> Any:
     """baseline scorer-v41 at 10 replicas and canary scorer-v42 at 0, behind one Service (app=scorer)."""
     api: Any = client.AppsV1Api(kube.api_client)
     api.create_namespaced_deployment(namespace, deployment("scorer-v41", "v41", 10))
@@ -75,7 +74,7 @@ def apps(kube: Kube, namespace: str) -> Iterator[Any]:
         metadata=client.V1ObjectMeta(name="scorer"),
         spec=client.V1ServiceSpec(selector={"app": "scorer"}, ports=[client.V1ServicePort(port=80)]),
     ))  # fmt: skip
-    yield api
+    return api
 
 
 def ref(namespace: str) -> ReplicaRef:
@@ -205,12 +204,14 @@ def test_error_classes(kube: Kube, namespace: str, apps: Any) -> None:
     # A missing canary Deployment is named
     missing = ReplicaRef(namespace, baseline_deployment="scorer-v41", canary_deployment="scorer-v43")
     got = make_router(missing, kube.api_client).set_weights(Weights(95, 5))
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.NOT_FOUND
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.NOT_FOUND
     assert got.message.startswith(f"Deployment {namespace}/scorer-v43 not found")
     # Forbidden without RBAC
     nobody = kube.client_for_token(kube.plane.tokens["nobody"])
     got = make_router(ref(namespace), nobody).get_weights()
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.FORBIDDEN
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.FORBIDDEN
     assert 'User "nobody" cannot get resource "deployments/scale"' in got.message
     cast(Any, nobody).close()
     # A bad recorded total is Invalid and names the annotation
@@ -219,6 +220,7 @@ def test_error_classes(kube: Kube, namespace: str, apps: Any) -> None:
     )
     apps.patch_namespaced_deployment_scale("scorer-v42", namespace, {"spec": {"replicas": 1}})
     got = make_router(ref(namespace), kube.api_client).set_weights(Weights(50, 50))
-    assert isinstance(got, Problem) and got.kind == RouterErrorKind.INVALID
+    assert isinstance(got, Problem)
+    assert got.kind == RouterErrorKind.INVALID
     assert f"Deployment {namespace}/scorer-v41 has annotation {TOTAL_ANNOTATION}='x'" in got.message
     assert replicas(apps, namespace) == (10, 1)

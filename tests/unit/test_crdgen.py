@@ -65,11 +65,15 @@ def test_check_mode_reports_drift_and_write_mode_fixes_it(
 def test_names_subresources_and_printer_columns(crd: dict[str, Any]) -> None:
     spec = crd["spec"]
     assert crd["metadata"]["name"] == "modelrollouts.lossgate.io"
-    assert spec["group"] == "lossgate.io" and spec["scope"] == "Namespaced"
-    assert spec["names"]["shortNames"] == ["mro"] and spec["names"]["kind"] == "ModelRollout"
+    assert spec["group"] == "lossgate.io"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["shortNames"] == ["mro"]
+    assert spec["names"]["kind"] == "ModelRollout"
     assert spec["names"]["categories"] == ["lossgate"]
     (version,) = spec["versions"]
-    assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
+    assert version["name"] == "v1alpha1"
+    assert version["served"]
+    assert version["storage"]
     assert version["subresources"] == {"status": {}}
     shown = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert shown == ["Phase", "Step", "Weight", "Delta", "Age"]

@@ -143,10 +143,12 @@ def test_an_infinite_loss_reading_is_non_finite_but_nan_is_missing() -> None:
     run = clean_run(5)
     run[2].loss[1000] = math.nan  # a missed scrape
     missed = assess(to_run(run), CFG)
-    assert missed.verdict is not HealthVerdict.FAIL and missed.nonfinite_steps == 0
+    assert missed.verdict is not HealthVerdict.FAIL
+    assert missed.nonfinite_steps == 0
     run[2].loss[1001] = math.inf
     broken = assess(to_run(run), CFG)
-    assert broken.verdict is HealthVerdict.FAIL and broken.nonfinite_steps == 1
+    assert broken.verdict is HealthVerdict.FAIL
+    assert broken.nonfinite_steps == 1
 
 
 def test_fp16_overflow_skips_are_not_applied_non_finite_steps() -> None:
@@ -239,7 +241,8 @@ def test_validation_margin() -> None:
     within = assess(to_run(run, validation=(1.01, 1.00)), CFG)
     assert within.verdict is HealthVerdict.PASS
     missing = assess(to_run(run, validation=None), CFG)
-    assert missing.verdict is HealthVerdict.PASS and missing.validation_delta is None
+    assert missing.verdict is HealthVerdict.PASS
+    assert missing.validation_delta is None
     assert assess(to_run(run, validation=(math.nan, 1.0)), CFG).verdict is HealthVerdict.FAIL
 
 
@@ -285,5 +288,5 @@ def test_to_dict_is_json_ready() -> None:
     "kwargs", [{"window": 1}, {"min_history": 500}, {"grad_norm_spike_z": 0}, {"max_grad_norm_spike": -1}]
 )
 def test_invalid_configuration_is_refused(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must|need"):
         HealthConfig(**kwargs)  # type: ignore[arg-type]

@@ -58,7 +58,8 @@ def test_cross_entropy(kwargs: dict[str, object], label: int, expected: float) -
 
 
 def test_clip_bound_is_minus_log_of_the_floor() -> None:
-    assert -math.log(1e-6) == MAX_LOSS and CATASTROPHIC_LOSS in LOSS_BUCKETS
+    assert -math.log(1e-6) == MAX_LOSS
+    assert CATASTROPHIC_LOSS in LOSS_BUCKETS
     assert -math.log(0.01) > CATASTROPHIC_LOSS > -math.log(0.0101)  # loss > 4.6  <=>  p(true) < ~0.01
 
 
@@ -93,7 +94,7 @@ def test_logits_and_their_softmax_give_the_same_loss(
     ],
 )
 def test_malformed_predictions_raise(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must|give exactly one"):
         log_probs(**kwargs)  # type: ignore[arg-type]
 
 
@@ -105,7 +106,7 @@ def test_out_of_range_label_raises() -> None:
 def test_buckets_must_include_the_catastrophic_bound() -> None:
     assert validate_buckets([0.1, 4.6, 10]) == (0.1, 4.6, 10.0)
     for bad in ([0.1, 1.0], [4.6, 0.1], [0.0, 4.6], [4.6, float("inf")]):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="loss buckets must"):
             validate_buckets(bad)
 
 
@@ -117,7 +118,8 @@ def test_loss_exactly_at_a_bound_falls_in_that_bucket() -> None:
     rec = LossRecorder(reg, buckets=[1.0, 4.6])
     rec.record_prediction(1, probabilities=math.exp(-4.6), model="m", version="v")
     loss = rec.record_label(1, 1)
-    assert loss is not None and abs(loss - 4.6) < 1e-12
+    assert loss is not None
+    assert abs(loss - 4.6) < 1e-12
     le = "4.6" if loss <= 4.6 else "+Inf"
     assert _sample(reg, "model_prediction_loss_bucket", model="m", version="v", le=le) == 1
 
@@ -147,9 +149,10 @@ def test_ttl_and_capacity_evictions_are_counted_by_reason() -> None:
 def test_a_bad_label_raises_and_keeps_the_prediction_pending() -> None:
     rec = LossRecorder(CollectorRegistry())
     rec.record_prediction("x", probabilities=[0.1, 0.9], model="m", version="v")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="label must be a class index"):
         rec.record_label("x", 7)
-    assert rec.pending() == 1 and rec.record_label("x", 1) == pytest.approx(-math.log(0.9))
+    assert rec.pending() == 1
+    assert rec.record_label("x", 1) == pytest.approx(-math.log(0.9))
 
 
 def test_concurrent_recording_keeps_count_sum_and_sumsq_consistent() -> None:
@@ -180,13 +183,15 @@ def test_concurrent_recording_keeps_count_sum_and_sumsq_consistent() -> None:
     for th in threads:
         th.join()
     n = _sample(reg, "model_prediction_loss_count", model="m", version="v")
-    assert n == 2400 and rec.pending() == 0
+    assert n == 2400
+    assert rec.pending() == 0
     assert _sample(reg, "model_prediction_loss_sum", model="m", version="v") == pytest.approx(
         2400 * math.log(2)
     )
     # every scrape saw one consistent state: sum and sum of squares match its count
     for count, total, sq in scrapes:
-        assert total == pytest.approx(count * math.log(2)) and sq == pytest.approx(count * math.log(2) ** 2)
+        assert total == pytest.approx(count * math.log(2))
+        assert sq == pytest.approx(count * math.log(2) ** 2)
 
 
 def test_exposition_names_in_both_text_formats() -> None:
@@ -199,7 +204,9 @@ def test_exposition_names_in_both_text_formats() -> None:
         assert 'model_prediction_loss_bucket{class="gold",le="4.6",model="m",version="v"} 1.0' in text
         assert 'model_predictions_total{class="gold",model="m",version="v"} 1.0' in text
         assert "model_prediction_loss_created{" in text
-    with pytest.raises(ValueError):  # one recorder per registry and metric name
+    with pytest.raises(
+        ValueError, match="Duplicated timeseries"
+    ):  # one recorder per registry and metric name
         LossRecorder(reg)
     rec.close()
     LossRecorder(reg)  # closed: the names are free again

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lossgate.conventions import MAX_LOSS_NATS
 from lossgate.core.bounded import (
     GRID_FACTORS,
     GRID_LOG_WEIGHTS,
@@ -21,10 +22,9 @@ from lossgate.core.bounded import (
     information_to_cross,
     log_e_value,
 )
-from lossgate.core.limits import LOSS_BOUND_NATS
 from lossgate.core.stratified import ArmArrays, stratified_path
 
-B = LOSS_BOUND_NATS
+B = MAX_LOSS_NATS
 
 
 def test_grid_weights_are_a_probability_distribution() -> None:

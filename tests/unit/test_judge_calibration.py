@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from scipy import optimize, special, stats
 
+from lossgate.conventions import MAX_LOSS_NATS
 from lossgate.core.bounded import information_to_cross
 from lossgate.core.evidence import ArmStats, IntervalStats
 from lossgate.core.judge import JudgeConfig, evaluate, judge_path, used_intervals
-from lossgate.core.limits import LOSS_BOUND_NATS
 from lossgate.core.stratified import ArmArrays
 
 ROLLOUTS = 2000
@@ -44,7 +44,7 @@ class Pmf:
 
     @staticmethod
     def binned(losses: np.ndarray, mass: np.ndarray) -> Pmf:
-        losses = np.minimum(losses, LOSS_BOUND_NATS)
+        losses = np.minimum(losses, MAX_LOSS_NATS)
         idx = np.clip(np.searchsorted(EDGES, losses, side="right") - 1, 0, len(EDGES) - 2)
         pmf = np.bincount(idx, mass, len(EDGES) - 1)
         values = np.bincount(idx, mass * losses, len(EDGES) - 1)
@@ -60,7 +60,7 @@ class Pmf:
         return float(self.probs @ (self.values - self.mean) ** 2)
 
     def scaled(self, factor: float) -> Pmf:
-        return Pmf(np.minimum(self.values * factor, LOSS_BOUND_NATS), self.probs)
+        return Pmf(np.minimum(self.values * factor, MAX_LOSS_NATS), self.probs)
 
 
 GRID = (np.arange(20_000) + 0.5) / 20_000

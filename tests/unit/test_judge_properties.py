@@ -86,7 +86,8 @@ def assert_finite(result: JudgeResult) -> None:
         value = getattr(result, field.name)
         if isinstance(value, float):
             assert math.isfinite(value), (field.name, value)
-    assert 0.0 <= result.p_regression <= 1.0 and 0.0 <= result.p_not_worse <= 1.0
+    assert 0.0 <= result.p_regression <= 1.0
+    assert 0.0 <= result.p_not_worse <= 1.0
     assert result.cs_low <= result.cs_high
     assert result.samples_needed >= 0
 
@@ -212,7 +213,8 @@ def test_an_exact_copy_of_the_baseline_is_centred_and_never_a_regression(
     # stratum's bet on "canary worse" gains nothing and pays its variance penalty)
     width = result.cs_high - result.cs_low
     assert abs(result.theta_hat) <= 1e-9 * max(width, 1.0)
-    assert result.cs_low <= 1e-12 and result.cs_high >= -1e-12
+    assert result.cs_low <= 1e-12
+    assert result.cs_high >= -1e-12
     assert result.p_regression == 1.0
     assert result.verdict is not LossVerdict.REGRESSION
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from lossgate.conventions import MAX_LOSS_NATS
 from lossgate.core.evidence import ArmStats, IntervalStats
 from lossgate.core.judge import JudgeConfig, evaluate
-from lossgate.core.limits import LOSS_BOUND_NATS
 from lossgate.core.stratified import (
     PRIOR_MEAN_NATS,
     PRIOR_SAMPLES,
@@ -37,7 +37,7 @@ def _shrunk(x: np.ndarray, mean0: float, var0: float) -> tuple[float, float]:
     n = len(x)
     ss = float(((x - x.mean()) ** 2).sum()) if n else 0.0
     mean = (float(x.sum()) + PRIOR_SAMPLES * mean0) / (n + PRIOR_SAMPLES)
-    return min(max(mean, 0.0), LOSS_BOUND_NATS), (ss + PRIOR_SAMPLES * var0) / (n + PRIOR_SAMPLES)
+    return min(max(mean, 0.0), MAX_LOSS_NATS), (ss + PRIOR_SAMPLES * var0) / (n + PRIOR_SAMPLES)
 
 
 def _by_hand(base: list[np.ndarray], can: list[np.ndarray]) -> tuple[float, float]:

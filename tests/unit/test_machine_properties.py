@@ -160,12 +160,14 @@ def check(spec: ModelRolloutSpec, prev: ModelRolloutStatus, o: Observation, now:
         assert s.canary_weight == 0, (prev.canary_weight, s.canary_weight, d.kind)
     # A rollback always yields weight 0 and RolledBack; RolledBack and Failed always sit at 0.
     if d.kind is DecisionKind.ROLLBACK:
-        assert s.phase is Phase.ROLLED_BACK and s.canary_weight == 0
+        assert s.phase is Phase.ROLLED_BACK
+        assert s.canary_weight == 0
     if s.phase in (Phase.ROLLED_BACK, Phase.FAILED, Phase.PENDING):
         assert s.canary_weight == 0
     # Promoted only after the last step (or on a manual promote), always at 100%.
     if s.phase is Phase.PROMOTED:
-        assert s.canary_weight == 100 and s.step_index == last
+        assert s.canary_weight == 100
+        assert s.step_index == last
         if prev.phase is not Phase.PROMOTED:
             assert d.kind is DecisionKind.PROMOTE
             at_last_step = prev.started_at is not None and prev.step_index == last - 1

@@ -213,27 +213,32 @@ def test_ignored_commands_say_so() -> None:
     spec = make_spec()
     d = decide(spec, terminal(spec, Phase.ROLLED_BACK, 0), obs(command=ManualCommand.PROMOTE), T0)
     (event,) = d.events
-    assert event.reason == Reason.COMMAND_IGNORED and "lossgate.io/promote ignored" in event.message
+    assert event.reason == Reason.COMMAND_IGNORED
+    assert "lossgate.io/promote ignored" in event.message
     assert "lossgate.io/retry" in event.message
 
 
 def test_restart_then_start_on_the_next_tick() -> None:
     spec = make_spec()
     first = decide(spec, terminal(spec, Phase.ROLLED_BACK, 0), obs(command=ManualCommand.RETRY), T0)
-    assert first.kind is DecisionKind.RESTART and first.status.started_at is None
+    assert first.kind is DecisionKind.RESTART
+    assert first.status.started_at is None
     assert first.status.analysis is None
     second = decide(spec, first.status, obs(), T0 + timedelta(seconds=30))
-    assert second.kind is DecisionKind.START and second.status.canary_weight == 5
+    assert second.kind is DecisionKind.START
+    assert second.status.canary_weight == 5
     assert [h.decision for h in second.status.history][-2:] == ["Restart", "Start"]
 
 
 def test_rollback_scales_the_canary_down_and_retry_restores_it() -> None:
     spec = make_spec(rollback={"scaleDownCanary": True})
     rolled = decide(spec, at_step(spec, 1), obs(loss=loss(LossVerdict.REGRESSION)), T0)
-    assert rolled.scale == ScaleCanary("fraud-v42", 0) and rolled.scale.to_zero
+    assert rolled.scale == ScaleCanary("fraud-v42", 0)
+    assert rolled.scale.to_zero
     assert rolled.status.canary_scaled_down
     # Order: traffic off first, then the pods.
-    assert isinstance(rolled.actions[0], SetWeight) and rolled.actions[0].canary == 0
+    assert isinstance(rolled.actions[0], SetWeight)
+    assert rolled.actions[0].canary == 0
     again = decide(spec, rolled.status, obs(loss=loss(LossVerdict.REGRESSION)), T0 + timedelta(minutes=1))
     assert again.scale is None
     retried = decide(spec, rolled.status, obs(command=ManualCommand.RETRY), T0 + timedelta(minutes=2))
@@ -255,25 +260,30 @@ def test_drift_is_repaired_with_an_event() -> None:
     d = decide(spec, at_step(spec, 1, since=timedelta(minutes=1)), obs(actual_weights=Weights(70, 30)), T0)
     assert d.set_weight == SetWeight(25)
     (drift,) = [e for e in d.events if e.reason == Reason.WEIGHT_DRIFT]
-    assert drift.type is EventType.WARNING and "30%" in drift.message and "25%" in drift.message
+    assert drift.type is EventType.WARNING
+    assert "30%" in drift.message
+    assert "25%" in drift.message
 
 
 def test_no_write_when_the_router_already_has_the_weight() -> None:
     spec = make_spec()
     d = decide(spec, at_step(spec, 1, since=timedelta(minutes=1)), obs(actual_weights=Weights(75, 25)), T0)
-    assert d.set_weight is None and not d.events
+    assert d.set_weight is None
+    assert not d.events
 
 
 def test_drift_repaired_in_terminal_phases() -> None:
     spec = make_spec()
     d = decide(spec, terminal(spec, Phase.ROLLED_BACK, 0), obs(actual_weights=Weights(90, 10)), T0)
-    assert d.set_weight == SetWeight(0) and d.kind is DecisionKind.IDLE
+    assert d.set_weight == SetWeight(0)
+    assert d.kind is DecisionKind.IDLE
 
 
 def test_advance_writes_the_new_weight_even_when_the_old_one_is_in_place() -> None:
     spec = make_spec()
     d = decide(spec, at_step(spec, 0), obs(actual_weights=Weights(95, 5)), T0)
-    assert d.set_weight == SetWeight(25) and d.set_weight.weights == Weights(75, 25)
+    assert d.set_weight == SetWeight(25)
+    assert d.set_weight.weights == Weights(75, 25)
 
 
 # --- pause: time paused does not count towards the step -----------------------------------------
@@ -284,12 +294,16 @@ def test_paused_time_is_not_step_time() -> None:
     s = at_step(spec, 0, since=timedelta(0))  # entered at T0, minDuration 5m
     s = decide(spec, s, obs(), T0 + timedelta(minutes=1)).status
     s = decide(spec, s, obs(command=ManualCommand.PAUSE), T0 + timedelta(minutes=1)).status
-    assert s.phase is Phase.PAUSED and s.manually_paused and s.paused_at == T0 + timedelta(minutes=1)
+    assert s.phase is Phase.PAUSED
+    assert s.manually_paused
+    assert s.paused_at == T0 + timedelta(minutes=1)
     s = decide(spec, s, obs(), T0 + timedelta(minutes=30)).status
     assert s.phase is Phase.PAUSED
     resumed = decide(spec, s, obs(command=ManualCommand.RESUME), T0 + timedelta(minutes=31))
-    assert resumed.kind is DecisionKind.WAIT and resumed.status.phase is Phase.PROGRESSING
-    assert resumed.status.step_paused == timedelta(minutes=30) and resumed.status.paused_at is None
+    assert resumed.kind is DecisionKind.WAIT
+    assert resumed.status.phase is Phase.PROGRESSING
+    assert resumed.status.step_paused == timedelta(minutes=30)
+    assert resumed.status.paused_at is None
     # 35 min after the step began, 30 of them paused: 5 min active -> the step may advance.
     assert decide(spec, resumed.status, obs(), T0 + timedelta(minutes=34)).kind is DecisionKind.WAIT
     assert decide(spec, resumed.status, obs(), T0 + timedelta(minutes=35)).kind is DecisionKind.ADVANCE
@@ -298,7 +312,8 @@ def test_paused_time_is_not_step_time() -> None:
 def test_resume_annotation_does_not_override_spec_paused() -> None:
     spec = make_spec(paused=True)
     d = decide(spec, at_step(spec, 1, manually_paused=True), obs(command=ManualCommand.RESUME), T0)
-    assert d.status.phase is Phase.PAUSED and not d.status.manually_paused
+    assert d.status.phase is Phase.PAUSED
+    assert not d.status.manually_paused
     assert any("spec.paused is still true" in e.message for e in d.events)
 
 
@@ -306,7 +321,8 @@ def test_unpausing_spec_resumes() -> None:
     spec = make_spec(paused=True)
     s = decide(spec, at_step(spec, 0, since=timedelta(0)), obs(), T0).status
     d = decide(make_spec(), s, obs(generation=2), T0 + timedelta(minutes=10))
-    assert d.status.phase is Phase.PROGRESSING and d.kind is DecisionKind.WAIT
+    assert d.status.phase is Phase.PROGRESSING
+    assert d.kind is DecisionKind.WAIT
     assert d.status.step_paused == timedelta(minutes=10)
 
 
@@ -338,7 +354,8 @@ def test_metrics_unavailable_since_survives_in_status() -> None:
         is DecisionKind.ROLLBACK
     )
     back = decide(spec, s, obs(), T0 + timedelta(minutes=5))
-    assert back.status.metrics_unavailable_since is None and back.kind is not DecisionKind.HOLD
+    assert back.status.metrics_unavailable_since is None
+    assert back.kind is not DecisionKind.HOLD
 
 
 # --- spec edits mid-rollout ---------------------------------------------------------------------
@@ -349,10 +366,13 @@ def test_steps_edited_mid_rollout_keep_the_weight() -> None:
     s = at_step(spec, 2)  # 50%
     fewer = make_spec(steps=[{"weight": 10}, {"weight": 20}, {"weight": 100}])
     d = decide(fewer, s, obs(generation=2, canary_samples_in_step=0), T0)
-    assert d.status.step_index == 1 and d.status.canary_weight == 50
+    assert d.status.step_index == 1
+    assert d.status.canary_weight == 50
     more = make_spec(steps=[{"weight": 5}, {"weight": 30}, {"weight": 60}, {"weight": 100}])
     d = decide(more, s, obs(generation=2, canary_samples_in_step=0), T0)
-    assert d.status.step_index == 2 and d.status.canary_weight == 60 and d.status.step_started_at == T0
+    assert d.status.step_index == 2
+    assert d.status.canary_weight == 60
+    assert d.status.step_started_at == T0
 
 
 # --- conditions, history, messages, requeue --------------------------------------------------------
@@ -362,8 +382,10 @@ def test_conditions_transition_time_moves_only_on_flips() -> None:
     spec = make_spec()
     s = decide(spec, FRESH, obs(), T0).status
     first = {c.type: c for c in s.conditions}
-    assert first["MetricsAvailable"].status == "True" and first["Progressing"].status == "True"
-    assert first["Promoted"].status == "False" and first["RolledBack"].status == "False"
+    assert first["MetricsAvailable"].status == "True"
+    assert first["Progressing"].status == "True"
+    assert first["Promoted"].status == "False"
+    assert first["RolledBack"].status == "False"
     assert first["TrainingHealthy"].status == "True"
     s = decide(spec, s, obs(), T0 + timedelta(minutes=1)).status
     s = decide(
@@ -392,7 +414,8 @@ def test_rolled_back_condition_and_event_carry_the_numbers() -> None:
     )
     d = decide(spec, at_step(spec, 1), obs(loss=bad, canary_samples_in_step=6120), T0)
     rb = next(c for c in d.status.conditions if c.type == "RolledBack")
-    assert rb.status == "True" and rb.reason == Reason.LOSS_REGRESSION
+    assert rb.status == "True"
+    assert rb.reason == Reason.LOSS_REGRESSION
     assert "canary loss 0.452 vs 0.409 (+0.043, 95% CS [0.021, 0.065])" in d.status.message
     assert "p=0.0004" in d.status.message
     assert d.events[-1].message == d.status.message
@@ -447,7 +470,9 @@ def test_status_is_valid_wire_data() -> None:
     spec = make_spec()
     s = decide(spec, FRESH, obs(), T0).status
     wire = s.to_wire()
-    assert wire["phase"] == "Progressing" and wire["currentStep"] == "1/4" and wire["canaryWeight"] == 5
+    assert wire["phase"] == "Progressing"
+    assert wire["currentStep"] == "1/4"
+    assert wire["canaryWeight"] == 5
     assert wire["stepStartedAt"] == "2025-03-01T12:00:00Z"
     assert ModelRolloutStatus.model_validate(wire) == s
 
@@ -456,7 +481,9 @@ def test_non_finite_numbers_never_reach_status() -> None:
     spec = make_spec()
     weird = loss(cs_low=float("-inf"), cs_high=float("inf"), p_regression=float("nan"))
     s = decide(spec, at_step(spec, 1, since=timedelta(minutes=1)), obs(loss=weird), T0).status
-    assert s.analysis is not None and s.analysis.cs_low is None and s.analysis.p_regression is None
+    assert s.analysis is not None
+    assert s.analysis.cs_low is None
+    assert s.analysis.p_regression is None
     assert "CS [" not in s.message
 
 
@@ -492,7 +519,8 @@ def test_from_judge_and_from_health_adapters() -> None:
     le = LossEvidence.from_judge(FakeJudge(), cs_level=0.99)
     assert (le.delta, le.samples_needed, le.cs_level) == (-0.002, 1235, 0.99)
     he = HealthEvidence.from_health(FakeHealth())
-    assert he.verdict is HealthVerdict.WARN and he.reasons == ("2 grad-norm spikes",)
+    assert he.verdict is HealthVerdict.WARN
+    assert he.reasons == ("2 grad-norm spikes",)
 
 
 def test_command_from_annotations() -> None:
@@ -509,7 +537,8 @@ def test_decision_is_a_value() -> None:
     spec = make_spec()
     a = decide(spec, FRESH, obs(), T0)
     b = decide(spec, FRESH, replace(obs()), T0)
-    assert a == b and hash(a.actions) == hash(b.actions)
+    assert a == b
+    assert hash(a.actions) == hash(b.actions)
     assert isinstance(a, Decision)
 
 
@@ -517,10 +546,12 @@ def test_commands_arriving_with_a_restart() -> None:
     spec = make_spec()
     old = at_step(spec, 2, canary_version="v40")
     aborted = decide(spec, old, obs(generation=2, command=ManualCommand.ABORT), T0)
-    assert aborted.kind is DecisionKind.ROLLBACK and aborted.status.phase is Phase.ROLLED_BACK
+    assert aborted.kind is DecisionKind.ROLLBACK
+    assert aborted.status.phase is Phase.ROLLED_BACK
     assert [h.decision for h in aborted.status.history] == ["Restart", "Rollback"]
     paused = decide(spec, old, obs(generation=2, command=ManualCommand.PAUSE), T0)
-    assert paused.kind is DecisionKind.RESTART and paused.status.manually_paused
+    assert paused.kind is DecisionKind.RESTART
+    assert paused.status.manually_paused
     assert (
         decide(spec, paused.status, obs(generation=2), T0 + timedelta(minutes=1)).status.phase is Phase.PAUSED
     )

@@ -64,7 +64,8 @@ def test_there_are_examples_for_every_router() -> None:
 def test_examples_parse_and_round_trip(path: Path) -> None:
     for doc in rollouts_in(path):
         mro = ModelRollout.model_validate(doc)
-        assert mro.name and mro.spec.steps[-1].weight == 100
+        assert mro.name
+        assert mro.spec.steps[-1].weight == 100
         again = ModelRolloutSpec.model_validate(mro.spec.to_wire())
         assert again == mro.spec
 
@@ -75,13 +76,15 @@ def test_defaults_follow_statistics_md() -> None:
     assert (loss.alpha_rollback, loss.alpha_promote, loss.alpha_catastrophic) == (0.01, 0.05, 0.001)
     assert (loss.min_samples_before_rollback, loss.min_samples_before_promotion) == (1000, 5000)
     assert loss.promotion_policy is PromotionPolicy.NO_REGRESSION
-    assert loss.effective_metric == DEFAULT_LOSS_METRIC and loss.catastrophic_threshold == 4.6
+    assert loss.effective_metric == DEFAULT_LOSS_METRIC
+    assert loss.catastrophic_threshold == 4.6
     assert spec.analysis.interval == timedelta(seconds=30)
     assert spec.analysis.on_metrics_unavailable.action is UnavailableAction.ROLLBACK
     assert spec.analysis.on_metrics_unavailable.after == timedelta(minutes=10)
     assert spec.analysis.prometheus.timeout == timedelta(seconds=10)
     assert spec.step_defaults.on_max_duration is MaxDurationAction.ROLLBACK
-    assert not spec.rollback.scale_down_canary and not spec.paused
+    assert not spec.rollback.scale_down_canary
+    assert not spec.paused
     gh = spec.analysis.gradient_health
     assert (
         gh.allow_non_finite,
@@ -104,7 +107,8 @@ def test_camel_case_on_the_wire_snake_case_in_python() -> None:
     assert wire["analysis"]["onMetricsUnavailable"] == {"action": "Rollback", "after": "10m"}
     assert wire["stepDefaults"] == {"minSamples": 1000, "minDuration": "5m", "onMaxDuration": "Rollback"}
     assert "alphaRollback" in wire["analysis"]["loss"]
-    assert spec.traffic_routing.gateway_api is not None and spec.traffic_routing.gateway_api.http_route == "m"
+    assert spec.traffic_routing.gateway_api is not None
+    assert spec.traffic_routing.gateway_api.http_route == "m"
 
 
 def test_step_quotas_fall_back_to_step_defaults() -> None:
@@ -125,7 +129,8 @@ def test_step_quotas_fall_back_to_step_defaults() -> None:
 def test_relative_margin() -> None:
     raw = spec_with(analysis={"prometheus": {"address": "http://p:9090"}, "loss": {"relativeMargin": 0.02}})
     loss = ModelRolloutSpec.model_validate(raw).analysis.loss
-    assert loss.margin_for(0.5) == pytest.approx(0.01) and loss.margin_for(None) is None
+    assert loss.margin_for(0.5) == pytest.approx(0.01)
+    assert loss.margin_for(None) is None
     assert ModelRolloutSpec.model_validate(MINIMAL).analysis.loss.margin_for(None) == 0.01
 
 
@@ -197,7 +202,8 @@ def test_unknown_nested_field_suggests_the_allowed_ones() -> None:
     assert line.startswith(
         "spec.analysis.loss.zzz: Extra inputs are not permitted (fix: remove it; allowed here: "
     )
-    assert "alphaRollback" in line and "relativeMargin" in line
+    assert "alphaRollback" in line
+    assert "relativeMargin" in line
 
 
 def test_models_are_frozen() -> None:
@@ -212,7 +218,8 @@ def test_resource_tolerates_kopf_status_and_missing_status() -> None:
     assert ModelRollout.model_validate(doc).status.phase == "Pending"
     doc["status"] = {"phase": "Progressing", "kopf": {"progress": {}}}
     mro = ModelRollout.model_validate(doc)
-    assert mro.status.phase == "Progressing" and mro.generation == 3
+    assert mro.status.phase == "Progressing"
+    assert mro.generation == 3
     assert mro.ref == "ModelRollout ns/m"
     with pytest.raises(ValidationError):
         ModelRollout.model_validate({**doc, "kind": "Rollout"})

@@ -25,13 +25,15 @@ def test_transition_time_changes_only_when_the_status_flips() -> None:
         c, ConditionType.METRICS_AVAILABLE, ConditionStatus.TRUE, "Other", "still ok", T0 + timedelta(1)
     )
     got = get_condition(c, ConditionType.METRICS_AVAILABLE)
-    assert got is not None and got.last_transition_time == T0
+    assert got is not None
+    assert got.last_transition_time == T0
     assert (got.reason, got.message) == ("Other", "still ok")
     c = set_condition(
         c, ConditionType.METRICS_AVAILABLE, ConditionStatus.FALSE, "Down", "x", T0 + timedelta(2)
     )
     got = get_condition(c, ConditionType.METRICS_AVAILABLE)
-    assert got is not None and got.last_transition_time == T0 + timedelta(2)
+    assert got is not None
+    assert got.last_transition_time == T0 + timedelta(2)
 
 
 def test_set_condition_keeps_order_and_others() -> None:
@@ -44,7 +46,8 @@ def test_set_condition_keeps_order_and_others() -> None:
 
 def test_reasons_are_camel_case_constants() -> None:
     for r in Reason:
-        assert r.value[0].isupper() and r.value.isalnum(), r
+        assert r.value[0].isupper(), r
+        assert r.value.isalnum(), r
 
 
 def test_history_is_bounded_on_read_and_write() -> None:
@@ -70,7 +73,8 @@ def test_status_wire_form() -> None:
         conditions=set_condition([], ConditionType.PROGRESSING, ConditionStatus.FALSE, Reason.PAUSED, "", T0),
     )
     wire = s.to_wire()
-    assert wire["stepPaused"] == "1m" and wire["pausedAt"] == "2025-01-01T00:03:00Z"
+    assert wire["stepPaused"] == "1m"
+    assert wire["pausedAt"] == "2025-01-01T00:03:00Z"
     assert wire["conditions"][0] == {
         "type": "Progressing",
         "status": "False",
@@ -81,4 +85,5 @@ def test_status_wire_form() -> None:
     assert "analysis" not in wire  # no nulls on the wire
     assert ModelRolloutStatus.model_validate(wire) == s
     assert s.active_in_step(T0 + timedelta(minutes=10)) == timedelta(minutes=2)
-    assert s.terminal is False and s.started is False
+    assert s.terminal is False
+    assert s.started is False

@@ -109,8 +109,10 @@ def test_arm_queries_use_templates_and_drop_created() -> None:
     config = PrometheusConfig("http://prom:9090")
     ref = LossSeriesRef("ns", "m", "v41", "v42", count_template='c{model="{model}",version="{version}"}')
     aq = arm_queries(ref, "canary", "v42", config)
-    assert aq.queries["count"] == 'c{model="m",version="v42"}' and "created" not in aq.queries
-    assert aq.queries["sum"] == 'model_prediction_loss_sum{model="m",version="v42"}' and aq.raw
+    assert aq.queries["count"] == 'c{model="m",version="v42"}'
+    assert "created" not in aq.queries
+    assert aq.queries["sum"] == 'model_prediction_loss_sum{model="m",version="v42"}'
+    assert aq.raw
     expr = LossSeriesRef("ns", "m", "v41", "v42", count_template='sum(c{version="{version}"})')
     assert not arm_queries(expr, "canary", "v42", config).raw
 

@@ -106,4 +106,5 @@ def test_total_over_intervals_equals_every_increment_however_split(
         [(t, float(sum(1 for r in restart_ts if r <= t))) for t, _ in samples],
     )
     totals = interval_totals([s], instants, reset_points([s], [created]))
-    assert math.fsum(totals) == expected and all(t >= 0 for t in totals)
+    assert math.fsum(totals) == expected
+    assert all(t >= 0 for t in totals)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
+from lossgate.adapters.kube import typed
 from lossgate.cli.kubeconn import CliError
 from lossgate.core.observation import ManualCommand
 
@@ -114,4 +115,4 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
         return control(rollouts, ManualCommand(args.command), namespace, args.name, out)
     finally:
-        api.close()
+        typed.close(api)

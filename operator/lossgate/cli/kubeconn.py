@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
+from lossgate.adapters.kube import typed
 from lossgate.model.resource import PLURAL
 from lossgate.model.spec import API_GROUP, API_VERSION
 
@@ -32,16 +33,15 @@ def connect(kubeconfig: str | None, context: str | None) -> tuple[client.ApiClie
     """An ApiClient and the context's default namespace, from the kubeconfig or in-cluster."""
     path = _kubeconfig_path(kubeconfig)
     if path is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
+        typed.load_incluster()
         ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
         return client.ApiClient(), ns_file.read_text().strip() if ns_file.exists() else "default"
     if path is None:
         raise CliError("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config")
     try:
-        api = config.new_client_from_config(config_file=path, context=context)
-        _, active = config.list_kube_config_contexts(config_file=path)
+        api = typed.new_client(config_file=path, context=context)
+        contexts, active = typed.kubeconfig_contexts(path)
         if context:
-            contexts, _ = config.list_kube_config_contexts(config_file=path)
             active = next((c for c in contexts if c["name"] == context), active)
     except (config.ConfigException, OSError) as err:
         raise CliError(f"kubeconfig {path}: {err}") from err
@@ -95,18 +95,16 @@ class Rollouts:
         kw: dict[str, Any] = {"resource_version": resource_version, "timeout_seconds": max(1, timeout_s)}
         if name:
             kw["field_selector"] = f"metadata.name={name}"
-        w = watch.Watch()
         if namespace is None:
-            stream = w.stream(self.custom.list_cluster_custom_object, API_GROUP, API_VERSION, PLURAL, **kw)
+            stream = typed.watch_events(
+                self.custom.list_cluster_custom_object, API_GROUP, API_VERSION, PLURAL, **kw
+            )
         else:
-            stream = w.stream(
+            stream = typed.watch_events(
                 self.custom.list_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURAL, **kw
             )
-        try:
-            for event in stream:
-                yield str(event["type"]), dict(event["object"])
-        finally:
-            w.stop()
+        for event in stream:
+            yield str(event["type"]), dict(event["object"])
 
     def annotate(self, namespace: str, name: str, key: str, value: str) -> dict[str, Any]:
         body = {"metadata": {"annotations": {key: value}}}

@@ -28,32 +28,29 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
     op.add_argument("--peering", default=None, help="kopf peering name for HA (needs kopf's peering CRDs)")
 
-    demo = sub.add_parser("demo", help="run the demo: local control plane, Prometheus, real models, rollouts")
-    demo.add_argument("--scenario", action="append", choices=("good", "bad", "nonfinite"), default=[])
-    demo.add_argument("--keep", action="store_true", help="leave the servers running until Ctrl-C at the end")
     add_commands(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Every command but `operator` (lossgate.entry runs that one: the CLI never imports the
+    reconciler)."""
     if args.command == "version":
         print(__version__)
         return 0
-    if args.command == "operator":
-        from lossgate.reconcile.main import run
-
-        run(args.namespace, liveness=args.liveness, peering=args.peering, metrics_port=args.metrics_port)
-        return 0
-    if args.command == "demo":
-        from lossgate.demo.run import main as demo_main
-
-        return demo_main(args.scenario or ["good", "bad", "nonfinite"], keep=args.keep)
     if args.command is not None:
         return run_command(args, sys.stdout, sys.stderr)
     parser.print_help()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The CLI without the operator (tests call this)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "operator":
+        parser.error("run the operator with the `lossgate` command (lossgate.entry), not lossgate.cli")
+    return dispatch(parser, args)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from lossgate.cli.kubeconn import CliError, Rollouts
-from lossgate.cli.replay import Look, first_decision, iso, trail
+from lossgate.cli.trail import Look, first_decision, iso, trail
 from lossgate.core.evidence import Problem
-from lossgate.core.judge import LOSS_BOUND_NATS
+from lossgate.core.judge import MAX_LOSS_NATS
 from lossgate.core.verdicts import LossVerdict
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 
-NO_INFORMATION = LOSS_BOUND_NATS * 0.999  # a CS this wide means "no interval judged yet": not drawn
+NO_INFORMATION = MAX_LOSS_NATS * 0.999  # a CS this wide means "no interval judged yet": not drawn
 SPARSE = 6  # fewer points than this (status.history): error bars instead of a band
 
 
@@ -126,8 +126,8 @@ def prometheus_looks(
 ) -> list[Look] | str:
     """The judge's trail recomputed as the operator computes it; a reason string when it cannot be."""
     from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
-    from lossgate.reconcile.mapping import judge_config, loss_ref
-    from lossgate.reconcile.observe import weight_timeline, with_weights
+    from lossgate.adapters.spec_refs import judge_config, loss_ref
+    from lossgate.core.timeline import weight_timeline, with_weights
 
     if not status.step_starts:
         return "the rollout has not moved traffic yet (no status.stepStarts)"

@@ -1,7 +1,7 @@
 """The judge's sequential test: an empirical-Bernstein e-process for a difference of bounded means
 (docs/judge.md, "The test").
 
-Every per-request loss X lies in [0, L] (L = LOSS_BOUND_NATS). Take a centre m fixed before the data
+Every per-request loss X lies in [0, L] (L = MAX_LOSS_NATS). Take a centre m fixed before the data
 and r with X - m >= -r (r = m for "X is large", since X >= 0; r = L - m for "X is small"). Fan's
 inequality, exp(x z - (-log(1 - x) - x) z^2) <= 1 + x z for z >= -1 and 0 <= x < 1, applied to
 z = (X - m) / r and x = r b, gives for every bet 0 <= b < 1/r
@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize
 
-from lossgate.core.limits import LOSS_BOUND_NATS
+from lossgate.conventions import MAX_LOSS_NATS
 from lossgate.core.stratified import StratifiedPath
 
 FloatArray = NDArray[np.float64]
@@ -81,8 +81,8 @@ def _h(x: FloatArray) -> FloatArray:
 def _ranges(path: StratifiedPath, direction: int) -> tuple[FloatArray, FloatArray]:
     """How far one request can fall on the losing side of its centre: canary, baseline."""
     if direction == REGRESSION:
-        return path.centre_c, LOSS_BOUND_NATS - path.centre_b
-    return LOSS_BOUND_NATS - path.centre_c, path.centre_b
+        return path.centre_c, MAX_LOSS_NATS - path.centre_b
+    return MAX_LOSS_NATS - path.centre_c, path.centre_b
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,14 @@ def log_e_value(parts: Iterable[Component], direction: int, delta: ArrayLike) ->
     for p in parts:
         term = p.log_weight + p.a - direction * d * p.c
         total = term if total is None else np.logaddexp(total, term)
-    assert total is not None
+    if total is None:
+        raise ValueError("no grid components")
     return total
 
 
 def confidence_bound(parts: Sequence[Component], direction: int, alpha: float) -> FloatArray:
     """One-sided confidence sequence at level alpha after each look: for REGRESSION the lower bound
-    (every delta below it is rejected), for NOT_WORSE the upper bound. +-LOSS_BOUND_NATS where the
+    (every delta below it is rejected), for NOT_WORSE the upper bound. +-MAX_LOSS_NATS where the
     test has rejected nothing inside the range."""
     target = math.log(1.0 / alpha)
     # The grid stacked once (G, ..., K): each bisection step is then a few whole-array operations.
@@ -137,7 +138,7 @@ def confidence_bound(parts: Sequence[Component], direction: int, alpha: float) -
 
     # log E is decreasing in delta for REGRESSION, increasing for NOT_WORSE: bisect between the side
     # that is rejected (lo) and the side that is not (hi).
-    lo = np.full(parts[0].a.shape, -LOSS_BOUND_NATS * direction)
+    lo = np.full(parts[0].a.shape, -MAX_LOSS_NATS * direction)
     hi = -lo
     none = log_e(lo) < target
     for _ in range(_BISECTIONS):
@@ -145,7 +146,7 @@ def confidence_bound(parts: Sequence[Component], direction: int, alpha: float) -
         rejected = log_e(mid) >= target
         lo = np.where(rejected, mid, lo)
         hi = np.where(rejected, hi, mid)
-    out: FloatArray = np.where(none, -LOSS_BOUND_NATS * direction, lo)
+    out: FloatArray = np.where(none, -MAX_LOSS_NATS * direction, lo)
     return out
 
 

@@ -21,8 +21,6 @@ from numpy.typing import ArrayLike, NDArray
 
 FloatArray = NDArray[np.float64]
 
-# Loss above which a prediction counts as catastrophic (p(true) < 0.01), matching the exporter's bucket.
-TAIL_THRESHOLD_NATS = 4.6
 # Alternatives r1 / r0 the mixture spreads its weight over: from a modest excess to a broken model.
 RATIO_GRID: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
 

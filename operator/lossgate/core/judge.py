@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from lossgate.conventions import MAX_LOSS_NATS
 from lossgate.core.bounded import (
     NOT_WORSE,
     REGRESSION,
@@ -34,12 +35,11 @@ from lossgate.core.judge_types import (
     JudgeConfig,
     JudgeResult,
 )
-from lossgate.core.limits import LOSS_BOUND_NATS
 from lossgate.core.stratified import ArmArrays, StratifiedPath, stratified_path
 from lossgate.core.verdicts import LossVerdict
 
 __all__ = [
-    "LOSS_BOUND_NATS",
+    "MAX_LOSS_NATS",
     "MAX_SAMPLES_NEEDED",
     "MIN_MARGIN_NATS",
     "JudgeConfig",
@@ -339,8 +339,8 @@ def _empty_result(config: JudgeConfig, reason: str) -> JudgeResult:
     return JudgeResult(
         verdict=LossVerdict.INSUFFICIENT_DATA,
         theta_hat=0.0,
-        cs_low=-LOSS_BOUND_NATS,
-        cs_high=LOSS_BOUND_NATS,
+        cs_low=-MAX_LOSS_NATS,
+        cs_high=MAX_LOSS_NATS,
         p_regression=1.0,
         p_not_worse=1.0,
         information=0.0,

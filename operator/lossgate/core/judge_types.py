@@ -61,8 +61,8 @@ class JudgeConfig:
         if self.margin is not None:
             out: FloatArray = np.full_like(mb, self.margin)
             return out
-        assert self.relative_margin is not None
-        out = np.maximum(self.relative_margin * np.abs(mb), MIN_MARGIN_NATS)
+        relative = self.relative_margin if self.relative_margin is not None else 0.0  # set: __post_init__
+        out = np.maximum(relative * np.abs(mb), MIN_MARGIN_NATS)
         return out
 
     @property

@@ -249,52 +249,59 @@ class _Rules(TickBase):
             return self.set(DecisionKind.HOLD, blocked[0], self._step_line(blocked[1]))
         return self._evaluate_step()
 
+    def _why_waiting(self, verdict: LossVerdict, promoting: bool) -> tuple[Reason, str] | None:
+        """What the loss evidence still lacks before this step may end (None: nothing)."""
+        loss, lp = self.loss, self.spec.analysis.loss
+        if loss is None or verdict is LossVerdict.INSUFFICIENT_DATA:
+            return Reason.INSUFFICIENT_DATA, "too little labelled data to judge"
+        if verdict is LossVerdict.REGRESSION:
+            n, need = fmt.count(loss.n_canary), lp.min_samples_before_rollback
+            return (
+                Reason.REGRESSION_BELOW_MIN_SAMPLES,
+                f"regression signal, {n}/{need} samples before a rollback",
+            )
+        if not promoting:
+            return None
+        if (
+            lp.promotion_policy is PromotionPolicy.REQUIRE_NON_INFERIORITY
+            and verdict is not LossVerdict.NOT_WORSE
+        ):
+            return Reason.NON_INFERIORITY_NOT_SHOWN, "promotion requires non-inferiority, not shown yet"
+        if loss.n_canary < lp.min_samples_before_promotion:
+            n, need = fmt.count(loss.n_canary), lp.min_samples_before_promotion
+            return Reason.INSUFFICIENT_DATA, f"{n}/{need} canary samples before promotion"
+        return None
+
+    def _on_max_duration(self, max_duration: timedelta, promoting: bool, verdict: LossVerdict) -> None:
+        """The step ran past maxDuration: roll back, advance, or hold, as spec.stepDefaults says."""
+        action = self.spec.step_defaults.on_max_duration
+        note = f"step exceeded maxDuration {fmt.dur(max_duration)}"
+        if action is MaxDurationAction.ROLLBACK:
+            return self._rollback(Reason.STEP_TIMED_OUT, note)
+        if action is MaxDurationAction.ADVANCE and verdict is not LossVerdict.REGRESSION:
+            return self._step_up(promoting, verdict, timed_out=True)
+        text = self._step_line(f"{note}; holding for a manual promote or abort")
+        return self.set(DecisionKind.HOLD, Reason.STEP_TIMED_OUT, text)
+
     def _evaluate_step(self) -> None:
         spec, m, loss = self.spec, self.m, self.loss
-        q, lp = spec.quota(m.step_index), spec.analysis.loss
+        q = spec.quota(m.step_index)
         min_samples, min_duration = q.min_samples, q.min_duration
         if self.health is HealthVerdict.WARN:  # a warning lengthens the step
             min_samples, min_duration = 2 * min_samples, 2 * min_duration
         active, samples = m.active_in_step(self.now), self.obs.canary_samples_in_step
         verdict = loss.verdict if loss is not None else LossVerdict.INSUFFICIENT_DATA
         promoting = m.step_index + 1 == spec.last_step
-        not_worse = verdict is LossVerdict.NOT_WORSE
         missing: list[str] = []
         if samples < min_samples:
             missing.append(f"{fmt.count(samples)}/{min_samples} samples")
         if active < min_duration:
             missing.append(f"{fmt.dur(active)}/{fmt.dur(min_duration)} in step")
-        why: tuple[Reason, str] | None = None
-        if loss is None or verdict is LossVerdict.INSUFFICIENT_DATA:
-            why = Reason.INSUFFICIENT_DATA, "too little labelled data to judge"
-        elif verdict is LossVerdict.REGRESSION:
-            n, need = fmt.count(loss.n_canary), lp.min_samples_before_rollback
-            why = (
-                Reason.REGRESSION_BELOW_MIN_SAMPLES,
-                f"regression signal, {n}/{need} samples before a rollback",
-            )
-        elif (
-            promoting
-            and lp.promotion_policy is PromotionPolicy.REQUIRE_NON_INFERIORITY
-            and not_worse is False
-        ):
-            why = Reason.NON_INFERIORITY_NOT_SHOWN, "promotion requires non-inferiority, not shown yet"
-        if why is None and promoting and loss is not None and loss.n_canary < lp.min_samples_before_promotion:
-            n, need = fmt.count(loss.n_canary), lp.min_samples_before_promotion
-            why = Reason.INSUFFICIENT_DATA, f"{n}/{need} canary samples before promotion"
+        why = self._why_waiting(verdict, promoting)
         if why is None and not missing:
             return self._step_up(promoting, verdict, timed_out=False)
         if q.max_duration is not None and active >= q.max_duration:
-            action, note = (
-                spec.step_defaults.on_max_duration,
-                f"step exceeded maxDuration {fmt.dur(q.max_duration)}",
-            )
-            if action is MaxDurationAction.ROLLBACK:
-                return self._rollback(Reason.STEP_TIMED_OUT, note)
-            if action is MaxDurationAction.ADVANCE and verdict is not LossVerdict.REGRESSION:
-                return self._step_up(promoting, verdict, timed_out=True)
-            text = self._step_line(f"{note}; holding for a manual promote or abort")
-            return self.set(DecisionKind.HOLD, Reason.STEP_TIMED_OUT, text)
+            return self._on_max_duration(q.max_duration, promoting, verdict)
         reason, text = why if why is not None else (Reason.STEP_IN_PROGRESS, "")
         parts = [text] if text else []
         if missing:

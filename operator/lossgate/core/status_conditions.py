@@ -35,6 +35,23 @@ class TickFacts:
     generation: int
 
 
+def _training_healthy(f: TickFacts) -> tuple[ConditionStatus, str, str]:
+    """The TrainingHealthy condition's status, reason and message for the gate's verdict."""
+    if f.health is None:
+        return (
+            U,
+            Reason.HEALTH_GATE_DISABLED,
+            "no spec.canary.trainingRun, or analysis.gradientHealth.enabled is false",
+        )
+    if f.health is HealthVerdict.PASS:
+        return T, Reason.TRAINING_HEALTH_PASSED, f.health_message
+    if f.health is HealthVerdict.WARN:
+        return T, Reason.TRAINING_HEALTH_WARNING, f"{f.health_message} (step quotas doubled while it warns)"
+    if f.health is HealthVerdict.FAIL:
+        return F, Reason.TRAINING_UNHEALTHY, f.health_message
+    return U, Reason.TRAINING_METRICS_UNKNOWN, f.health_message
+
+
 def conditions_after(prev: Sequence[Condition], f: TickFacts) -> list[Condition]:
     out = list(prev)
 
@@ -60,18 +77,7 @@ def conditions_after(prev: Sequence[Condition], f: TickFacts) -> list[Condition]
     else:
         put(ConditionType.METRICS_AVAILABLE, F, Reason.METRICS_UNAVAILABLE, f.metrics_message)
 
-    if f.health is None:
-        put(ConditionType.TRAINING_HEALTHY, U, Reason.HEALTH_GATE_DISABLED,
-            "no spec.canary.trainingRun, or analysis.gradientHealth.enabled is false")  # fmt: skip
-    elif f.health is HealthVerdict.PASS:
-        put(ConditionType.TRAINING_HEALTHY, T, Reason.TRAINING_HEALTH_PASSED, f.health_message)
-    elif f.health is HealthVerdict.WARN:
-        put(ConditionType.TRAINING_HEALTHY, T, Reason.TRAINING_HEALTH_WARNING,
-            f"{f.health_message} (step quotas doubled while it warns)")  # fmt: skip
-    elif f.health is HealthVerdict.FAIL:
-        put(ConditionType.TRAINING_HEALTHY, F, Reason.TRAINING_UNHEALTHY, f.health_message)
-    else:
-        put(ConditionType.TRAINING_HEALTHY, U, Reason.TRAINING_METRICS_UNKNOWN, f.health_message)
+    put(ConditionType.TRAINING_HEALTHY, *_training_healthy(f))
 
     if f.kind is DecisionKind.PROMOTE:
         put(ConditionType.PROMOTED, T, f.reason, f.message)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from lossgate.core.limits import LOSS_BOUND_NATS
+from lossgate.conventions import MAX_LOSS_NATS
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -69,7 +69,7 @@ class StratifiedPath:
     n_c: FloatArray
     diff: FloatArray  # D_k (0 where not a stratum)
     weight: FloatArray  # w_k = 1 / v_k (0 where not a stratum)
-    centre_b: FloatArray  # predictable centres in [0, LOSS_BOUND_NATS]
+    centre_b: FloatArray  # predictable centres in [0, MAX_LOSS_NATS]
     centre_c: FloatArray
     dev2_b: FloatArray  # sum over the stratum's requests of (loss - centre)^2 (0 where not a stratum)
     dev2_c: FloatArray
@@ -85,14 +85,14 @@ class StratifiedPath:
 
 def arm_valid(arm: ArmArrays, used: ArrayLike) -> BoolArray:
     """Intervals where the arm has at least one labelled sample and aggregates that per-request losses
-    in [0, LOSS_BOUND_NATS] can produce (anything else is a mis-handled reset or a wrong series)."""
+    in [0, MAX_LOSS_NATS] can produce (anything else is a mis-handled reset or a wrong series)."""
     with np.errstate(all="ignore"):
         ok = np.isfinite(arm.n) & np.isfinite(arm.sum) & np.isfinite(arm.sumsq)
         ok &= (arm.n >= 1.0) & (arm.n <= MAX_INTERVAL_N)
         safe_n = np.where(ok, arm.n, 1.0)
         mean = arm.sum / safe_n
-        ok &= (mean >= 0.0) & (mean <= LOSS_BOUND_NATS * (1 + 1e-9))
-        ok &= (arm.sumsq >= 0.0) & (arm.sumsq / safe_n <= LOSS_BOUND_NATS**2 * (1 + 1e-9))
+        ok &= (mean >= 0.0) & (mean <= MAX_LOSS_NATS * (1 + 1e-9))
+        ok &= (arm.sumsq >= 0.0) & (arm.sumsq / safe_n <= MAX_LOSS_NATS**2 * (1 + 1e-9))
     out: BoolArray = ok & np.asarray(used, dtype=np.bool_)
     return out
 
@@ -110,7 +110,7 @@ def _shrunk(
 ) -> tuple[FloatArray, FloatArray]:
     """Mean and variance from running sums, with PRIOR_SAMPLES pseudo-samples at (mean0, var0)."""
     ss = np.maximum(q - s * s / np.maximum(n, 1.0), 0.0)
-    mean = np.clip((s + PRIOR_SAMPLES * mean0) / (n + PRIOR_SAMPLES), 0.0, LOSS_BOUND_NATS)
+    mean = np.clip((s + PRIOR_SAMPLES * mean0) / (n + PRIOR_SAMPLES), 0.0, MAX_LOSS_NATS)
     var = np.maximum((ss + PRIOR_SAMPLES * var0) / (n + PRIOR_SAMPLES), VAR_FLOOR)
     return mean, var
 

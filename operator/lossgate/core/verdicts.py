@@ -17,7 +17,7 @@ class LossVerdict(StrEnum):
 class HealthVerdict(StrEnum):
     """What the gradient-health gate concludes about the canary's training run."""
 
-    PASS = "Pass"
+    PASS = "Pass"  # noqa: S105 (a verdict, not a password)
     WARN = "Warn"
     FAIL = "Fail"
     UNKNOWN = "Unknown"  # no training metrics could be read

@@ -4,7 +4,10 @@ Independent of the operator (import-linter checks it): depends on prometheus_cli
 See docs/metrics.md for metric names, labels, buckets and the PromQL the operator runs.
 """
 
-from lossgate.instrument.buckets import CATASTROPHIC_LOSS, LOSS_BUCKETS, MAX_LOSS, PROB_FLOOR
+from lossgate.conventions import CATASTROPHIC_LOSS_NATS as CATASTROPHIC_LOSS
+from lossgate.conventions import MAX_LOSS_NATS as MAX_LOSS
+from lossgate.conventions import PROB_FLOOR
+from lossgate.instrument.buckets import LOSS_BUCKETS
 from lossgate.instrument.losses import cross_entropy, log_probs
 from lossgate.instrument.serving import LossRecorder
 from lossgate.instrument.training import TRAINING_METRICS, TrainingExporter

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from prometheus_client.utils import floatToGoString
 
-# p(true class) is clipped at this floor, so one label can never produce an infinite loss.
-PROB_FLOOR = 1e-6
-
-# -ln(PROB_FLOOR): the largest loss any single request can contribute (13.8155... nats).
-MAX_LOSS = 13.815510557964274
-
-# The catastrophic guard's threshold: loss > 4.6 nats, i.e. p(true) < 0.01. It must be a bucket bound
-# so the operator can read "labelled predictions with loss above it" as `_count - _bucket{le="4.6"}`.
-CATASTROPHIC_LOSS = 4.6
+from lossgate.conventions import (
+    CATASTROPHIC_LOSS_NATS as CATASTROPHIC_LOSS,  # the public name in lossgate.instrument
+)
 
 # Upper bounds (le). Dense where a calibrated classifier puts most requests (0.001-1 nats), ln 2 for a
 # coin-flip on a binary task, the catastrophic bound 4.6 exactly, and 14 above the clipped maximum.

@@ -13,7 +13,7 @@ from typing import Union
 import numpy as np
 import numpy.typing as npt
 
-from lossgate.instrument.buckets import PROB_FLOOR
+from lossgate.conventions import PROB_FLOOR
 
 ArrayLike = Union[float, Sequence[float], npt.NDArray[np.floating]]  # noqa: UP007 - runtime alias
 

@@ -146,7 +146,7 @@ class LossRecorder:
             self._expire(self._clock())
             return len(self._pending)
 
-    def serve(self, port: int = 0, addr: str = "0.0.0.0") -> int:
+    def serve(self, port: int = 0, addr: str = "0.0.0.0") -> int:  # noqa: S104 (a pod's scrape port)
         """Serve this recorder's registry on /metrics in a daemon thread; returns the bound port.
 
         (Or mount `prometheus_client.make_wsgi_app(registry)` / `make_asgi_app(registry)` in your app.)

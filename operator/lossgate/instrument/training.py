@@ -107,7 +107,7 @@ class TrainingExporter:
         self._maybe_push(force=True)
 
     # Serving and pushing ----------------------------------------------------------------------------
-    def serve(self, port: int = 0, addr: str = "0.0.0.0") -> int:
+    def serve(self, port: int = 0, addr: str = "0.0.0.0") -> int:  # noqa: S104 (a pod's scrape port)
         """Serve /metrics for this rank in a daemon thread; returns the bound port."""
         server, _ = start_http_server(port, addr=addr, registry=self.registry)
         return int(server.server_address[1])

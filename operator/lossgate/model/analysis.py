@@ -7,12 +7,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
+from lossgate.conventions import CATASTROPHIC_LOSS_NATS
 from lossgate.model.base import ApiModel, cel, validations
 from lossgate.model.durations import Duration, PositiveDuration
 
 DEFAULT_LOSS_METRIC = "model_prediction_loss"
 METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
-SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 (the pattern of a Secret's key name)
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # most object names
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
@@ -62,7 +63,7 @@ class SecretKeyRef(ApiModel):
 class BasicAuthSecretRef(ApiModel):
     name: ObjectName
     username_key: SecretKey = "username"
-    password_key: SecretKey = "password"
+    password_key: SecretKey = "password"  # noqa: S105 (the key's name in the Secret)
 
 
 class PrometheusSource(ApiModel):
@@ -136,7 +137,7 @@ class LossAnalysis(ApiModel):
     min_samples_before_promotion: int = Field(default=5000, ge=0, le=1_000_000_000)
     promotion_policy: PromotionPolicy = PromotionPolicy.NO_REGRESSION
     catastrophic_threshold: float = Field(
-        default=4.6, gt=0, le=100, description="Loss (nats) counted as tail."
+        default=CATASTROPHIC_LOSS_NATS, gt=0, le=100, description="Loss (nats) counted as tail."
     )
     catastrophic_ratio: float = Field(
         default=2.0,

@@ -101,7 +101,8 @@ def _inline(node: Any, defs: dict[str, Any], path: str) -> Any:
     return out
 
 
-def _structural(node: dict[str, Any], path: str, *, keep_defaults: bool) -> dict[str, Any]:
+def _structural_keys(node: dict[str, Any], path: str, *, keep_defaults: bool) -> dict[str, Any]:
+    """One node's own keywords, rewritten for a structural schema (children untouched)."""
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "additionalProperties" and value is False:
@@ -121,6 +122,11 @@ def _structural(node: dict[str, Any], path: str, *, keep_defaults: bool) -> dict
         if key in ("const", "oneOf", "not", "prefixItems", "patternProperties"):
             raise SchemaError(f"{path}: {key!r} is not supported in a structural CRD schema")
         out[key] = value
+    return out
+
+
+def _structural(node: dict[str, Any], path: str, *, keep_defaults: bool) -> dict[str, Any]:
+    out = _structural_keys(node, path, keep_defaults=keep_defaults)
     if "properties" in out:
         out["properties"] = {
             k: _structural(v, f"{path}.{k}", keep_defaults=keep_defaults)

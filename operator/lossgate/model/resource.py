@@ -52,6 +52,3 @@ class ModelRollout(ApiModel):
     def ref(self) -> str:
         """How messages name the object: "ModelRollout ml-prod/fraud-scorer"."""
         return f"{KIND} {self.namespace}/{self.name}" if self.namespace else f"{KIND} {self.name}"
-
-
-assert API_VERSION_STRING == "lossgate.io/v1alpha1"

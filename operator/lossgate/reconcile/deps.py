@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from lossgate.adapters.kube import RolloutObjects
+from lossgate.adapters.kube import RolloutObjects, typed
 from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
 from lossgate.adapters.routers import RouteRef, make_router
 from lossgate.core.evidence import Problem
@@ -63,10 +63,10 @@ def _env_float(name: str, default: float) -> float:
 def load_api_client() -> client.ApiClient:
     """In-cluster ServiceAccount when running in a pod, else the usual kubeconfig (KUBECONFIG, context)."""
     try:
-        config.load_incluster_config()
+        typed.load_incluster()
         return client.ApiClient()
     except config.ConfigException:
-        return config.new_client_from_config()
+        return typed.new_client()
 
 
 @dataclass
@@ -133,7 +133,7 @@ class Deps:
     def close(self) -> None:
         for m in self._prom.values():
             m.close()
-        self.api_client.close()
+        typed.close(self.api_client)
 
 
 def _secret_problem(p: Problem, field_name: str) -> Problem:

@@ -12,16 +12,16 @@ from typing import Any
 
 import kopf
 
+from lossgate.adapters.spec_refs import SpecProblem, route_ref
 from lossgate.core.actions import EmitEvent
 from lossgate.core.evidence import Problem, Weights
-from lossgate.model import ModelRolloutSpec
+from lossgate.model import API_GROUP, API_VERSION, PLURAL, ModelRolloutSpec
 from lossgate.model.status import Phase
 from lossgate.ports import RouterErrorKind
 from lossgate.reconcile.deps import Deps, OperatorConfig, load_api_client
-from lossgate.reconcile.mapping import SpecProblem, route_ref
 from lossgate.reconcile.rollout import parse_spec, report_invalid, status_of, tick
 
-GROUP, VERSION, PLURAL = "lossgate.io", "v1alpha1", "modelrollouts"
+GROUP, VERSION = API_GROUP, API_VERSION
 RESOURCE = (GROUP, VERSION, PLURAL)
 _GONE = {
     RouterErrorKind.NOT_FOUND.value,
@@ -34,9 +34,9 @@ _GONE = {
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf keeps its bookkeeping in lossgate.io annotations, never in our structural status.
     settings.persistence.finalizer = "lossgate.io/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lossgate.io")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="lossgate.io", key="last-handled-configuration"
+        prefix=API_GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our decisions post their own Events
     settings.watching.server_timeout = 300

@@ -7,17 +7,17 @@ event loop that serves the other rollouts.
 from __future__ import annotations
 
 import asyncio
-import bisect
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lossgate.core.evidence import IntervalStats, Problem, Weights
+from lossgate.adapters.spec_refs import health_config, judge_config
+from lossgate.core.evidence import Problem, Weights
 from lossgate.core.health import assess
 from lossgate.core.judge import evaluate
 from lossgate.core.observation import HealthEvidence, LossEvidence, Observation, command_from_annotations
+from lossgate.core.timeline import weight_timeline, with_weights
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.ports import LossSeriesRef, MetricsErrorKind, MetricsSource, TrafficRouter
-from lossgate.reconcile.mapping import health_config, judge_config
 
 TRAINING_POINTS = 2000  # Prometheus answers at most 11,000 points per series; stay well under
 
@@ -30,24 +30,6 @@ class Observed:
     router_problem: Problem | None
     metrics_problem: Problem | None
     training_problem: Problem | None
-
-
-def weight_timeline(status: ModelRolloutStatus) -> list[tuple[float, int]]:
-    """(unix start, canary weight) of every step started so far in this rollout, in order."""
-    return [(s.at.timestamp(), s.weight) for s in status.step_starts]
-
-
-def with_weights(intervals: list[IntervalStats], timeline: list[tuple[float, int]]) -> list[IntervalStats]:
-    """Tag each interval with the weight in force at its start; one that spans a change gets None
-    (the judge drops the first interval after every change anyway)."""
-    starts = [t for t, _ in timeline]
-    out = []
-    for iv in intervals:
-        i = bisect.bisect_right(starts, iv.start) - 1
-        j = bisect.bisect_right(starts, iv.end - 1e-9) - 1
-        weight = timeline[i][1] if i >= 0 and i == j else None
-        out.append(replace(iv, canary_weight=weight))
-    return out
 
 
 async def observe(

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lossgate.adapters.spec_refs import SpecProblem, loss_ref, route_ref
 from lossgate.core.actions import EmitEvent, EventType
 from lossgate.core.decision import Decision
 from lossgate.core.evidence import Problem
@@ -23,7 +24,6 @@ from lossgate.model.errors import validation_messages
 from lossgate.model.resource import FOREIGN_STATUS_KEYS
 from lossgate.reconcile.apply import apply
 from lossgate.reconcile.deps import Deps
-from lossgate.reconcile.mapping import SpecProblem, loss_ref, route_ref
 from lossgate.reconcile.observe import observe
 
 INVALID_SPEC_RECHECK = timedelta(minutes=5)  # the daemon also wakes on any spec change

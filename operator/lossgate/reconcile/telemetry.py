@@ -48,5 +48,5 @@ class OperatorMetrics:
             self._phase_of[(namespace, name)] = phase
             self.rollouts.labels(namespace, phase).inc()
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 (the pod's metrics port)
         start_http_server(port, addr=addr, registry=self.registry)

@@ -11,13 +11,14 @@ import json
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from lossgate.core.evidence import Problem
+from lossgate.model import API_GROUP, API_VERSION, PLURAL
 from lossgate.ports import RouterErrorKind
 
-GROUP, VERSION, PLURAL = "lossgate.io", "v1alpha1", "modelrollouts"
+GROUP, VERSION = API_GROUP, API_VERSION
 SCALED_FROM_ANNOTATION = "lossgate.io/replicas-before-scale-down"
 
 
@@ -101,7 +102,7 @@ class RolloutObjects:
         what = f"Deployment {namespace}/{name}"
         try:
             dep = self.apps.read_namespaced_deployment(name, namespace)
-            annotations = dep.metadata.annotations or {}
+            annotations = (dep.metadata.annotations if dep.metadata is not None else None) or {}
             current = int(dep.spec.replicas or 0)
             if replicas is None:
                 target = int(annotations.get(SCALED_FROM_ANNOTATION, current or 1))

@@ -26,6 +26,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from lossgate.conventions import CATASTROPHIC_LOSS_NATS
 from lossgate.core.evidence import Problem
 from lossgate.ports import MetricsErrorKind
 
@@ -49,7 +50,7 @@ class PrometheusConfig:
     backoff_max_s: float = 5.0
     lookback_s: float = 300.0  # how far before the window to look for each counter's starting value
     namespace_label: str | None = None  # when set, default selectors also match <label>="<namespace>"
-    tail_le: str = "4.6"  # `le` of the catastrophic-loss bucket
+    tail_le: str = format(CATASTROPHIC_LOSS_NATS, "g")  # `le` of the catastrophic-loss bucket
 
     def invalid(self) -> str | None:
         """What is wrong with this configuration (reported as a BadQuery problem, never raised)."""
@@ -147,7 +148,7 @@ class PromClient:
                     problem.details["attempts"] = str(attempt + 1)
                 raise QueryFailed(problem)
             delay = min(self.config.backoff_max_s, self.config.backoff_s * 2**attempt)
-            self._sleep(delay * random.uniform(0.5, 1.0))
+            self._sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (retry jitter, not a secret)
         raise AssertionError("unreachable")
 
     def classify(self, err: Exception, query: str) -> tuple[Problem, bool]:

@@ -77,11 +77,11 @@ class IstioRouter(WeightedRouteRouter):
                 raise
             self.version = version
             return obj
-        assert last is not None
-        raise last
+        raise last if last is not None else RuntimeError("no attempt was made")
 
     def _patch(self, ops: list[PatchOp]) -> JsonObj:
-        assert self.version, "patch before a successful read"
+        if not self.version:
+            raise RuntimeError("patch before a successful read")
         return self.kube.json_patch(self._path(self.version), ops)
 
     def _locate(self, obj: JsonObj) -> Located:

@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from lossgate.devenv.procs import wait_until
+from lossgate_dev.devenv.procs import wait_until
 
 GATEWAY_API_MODULE, GATEWAY_API_VERSION = "sigs.k8s.io/gateway-api", "v1.6.3"
 ISTIO_API_MODULE, ISTIO_API_VERSION = "istio.io/api", "v1.31.1"
@@ -83,7 +83,8 @@ def load_gateway_api_crds() -> list[Manifest]:
     """Standard-channel Gateway API CRDs (HTTPRoute, Gateway, GatewayClass, ...)."""
     crd_dir = go_module_dir(GATEWAY_API_MODULE, GATEWAY_API_VERSION) / "config" / "crd" / "standard"
     crds = _crds_in(sorted(crd_dir.glob("*.yaml")))
-    assert any(c["spec"]["names"]["kind"] == "HTTPRoute" for c in crds), f"no HTTPRoute CRD in {crd_dir}"
+    if not any(c["spec"]["names"]["kind"] == "HTTPRoute" for c in crds):
+        raise RuntimeError(f"no HTTPRoute CRD in {crd_dir}")
     return crds
 
 
@@ -95,9 +96,8 @@ def load_istio_crds(group: str = "networking.istio.io") -> list[Manifest]:
         / "customresourcedefinitions.gen.yaml"
     )
     crds = [c for c in _crds_in([path]) if c["spec"]["group"] == group]
-    assert any(c["spec"]["names"]["kind"] == "VirtualService" for c in crds), (
-        f"no VirtualService CRD in {path}"
-    )
+    if not any(c["spec"]["names"]["kind"] == "VirtualService" for c in crds):
+        raise RuntimeError(f"no VirtualService CRD in {path}")
     return crds
 
 

@@ -14,12 +14,13 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
 from kubernetes import client
 
-from lossgate.demo.models import Traffic
+from lossgate_dev.demo.models import Traffic
 
 GW_GROUP, GW_VERSION = "gateway.networking.k8s.io", "v1"
 
@@ -79,8 +80,11 @@ class TrafficDriver:
         self._thread.join(timeout=10)
 
     def read_weights(self) -> dict[str, int]:
-        route = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-            GW_GROUP, GW_VERSION, self.namespace, "httproutes", self.route
+        route = cast(
+            dict[str, Any],
+            client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                GW_GROUP, GW_VERSION, self.namespace, "httproutes", self.route
+            ),
         )
         refs = route["spec"]["rules"][self.rule_index].get("backendRefs", [])
         return {r["name"]: int(r.get("weight", 1)) for r in refs if r["name"] in self.backends}

@@ -1,4 +1,4 @@
-"""`lossgate demo` / `make demo`: real rollouts on a local control plane, start to summary.
+"""`lossgate-demo` / `make demo`: real rollouts on a local control plane, start to summary.
 
 Three scenarios run side by side, each in its own namespace with its own pair of model servers:
   good       a canary that really is better (less regularised) -> Promoted
@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from lossgate.demo.scenario import EXPECTED, Scenario
-from lossgate.demo.stack import Stack
-from lossgate.devenv.binaries import cache_root
-from lossgate.devenv.kube import ControlPlane
-from lossgate.devenv.prom import Prometheus
+from lossgate_dev.demo.scenario import EXPECTED, Scenario
+from lossgate_dev.demo.stack import Stack
+from lossgate_dev.devenv.binaries import cache_root
+from lossgate_dev.devenv.kube import ControlPlane
+from lossgate_dev.devenv.prom import Prometheus
 
 SCENARIOS = {
     "good": Scenario("digits-good", "good"),
@@ -78,7 +78,8 @@ def main(keys: list[str], keep: bool = False) -> int:
         say("==> canary training runs (2 data-parallel ranks), history loaded into Prometheus ...")
         stack.backfill_training({sc.run: sc.nan_at for sc in chosen.values()})
         for sc in chosen.values():
-            assert sc.driver is not None
+            if sc.driver is None:
+                raise RuntimeError(f"scenario {sc.name}: no traffic driver was set up")
             sc.driver.start()
         stack.start_operator([sc.name for sc in chosen.values()])
         say(f"==> operator running (log {stack.workdir / 'operator.log'}); applying ModelRollouts")
@@ -160,3 +161,22 @@ def _summary(
     verdict = "[green]all scenarios ended as expected[/green]" if ok else "[red]some scenarios did not[/red]"
     console.print(f"\n{verdict}; wall time {wall:.0f}s; logs in {stack.workdir}")
     return ok
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`lossgate-demo` (what `make demo` runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="lossgate-demo", description="local control plane, Prometheus, real models, rollouts"
+    )
+    parser.add_argument("--scenario", action="append", choices=("good", "bad", "nonfinite"), default=[])
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the servers running until Ctrl-C at the end"
+    )
+    args = parser.parse_args(argv)
+    return main(args.scenario or ["good", "bad", "nonfinite"], keep=args.keep)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

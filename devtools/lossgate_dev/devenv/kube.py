@@ -17,9 +17,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lossgate.devenv.binaries import k8s_bin_dir
-from lossgate.devenv.certs import make_pki
-from lossgate.devenv.procs import Server, free_port, wait_until
+from lossgate_dev.devenv.binaries import k8s_bin_dir
+from lossgate_dev.devenv.certs import make_pki
+from lossgate_dev.devenv.procs import Server, free_port, wait_until
 
 ADMIN_USER = "lossgate-admin"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossgate.demo.driver import TrafficDriver
-from lossgate.demo.models import traffic
-from lossgate.demo.stack import Stack
+from lossgate_dev.demo.driver import TrafficDriver
+from lossgate_dev.demo.models import traffic
+from lossgate_dev.demo.stack import Stack
 
 EXPECTED = {"good": "Promoted", "bad": "RolledBack", "nonfinite": "Failed"}
 

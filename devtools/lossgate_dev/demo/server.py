@@ -4,7 +4,7 @@
     POST /labels   [{"id": "...", "label": 3}, ...]       -> {"accepted": n}   (labels arrive later)
     GET  /metrics  Prometheus exposition (lossgate.instrument serving metrics)
 
-Run: python -m lossgate.demo.server --model digits --version v1 --variant baseline --port 8001
+Run: python -m lossgate_dev.demo.server --model digits --version v1 --variant baseline --port 8001
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from lossgate.demo.models import train
 from lossgate.instrument.serving import LossRecorder
+from lossgate_dev.demo.models import train
 
 
 class ModelServer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lossgate.core.evidence import ArmStats, IntervalStats
-from lossgate.reconcile.observe import with_weights
+from lossgate.core.timeline import with_weights
 
 EMPTY = ArmStats(0, 0, 0)
 

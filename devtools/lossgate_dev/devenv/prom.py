@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossgate.devenv.procs import Server, free_port, wait_until
+from lossgate_dev.devenv.procs import Server, free_port, wait_until
 
 _CONFIG = """\
 global:

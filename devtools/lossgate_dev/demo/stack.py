@@ -12,19 +12,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
-from lossgate.demo.trainer import openmetrics, train
-from lossgate.devenv.kube import ControlPlane
-from lossgate.devenv.procs import Server, free_port, wait_until
-from lossgate.devenv.prom import Prometheus
-from lossgate.devenv.thirdparty import install_crds, load_gateway_api_crds
+from lossgate.adapters.kube import typed
+from lossgate.model import API_GROUP, API_VERSION, PLURAL
 from lossgate.model.crdgen import crd as build_crd
+from lossgate_dev.demo.trainer import openmetrics, train
+from lossgate_dev.devenv.kube import ControlPlane
+from lossgate_dev.devenv.procs import Server, free_port, wait_until
+from lossgate_dev.devenv.prom import Prometheus
+from lossgate_dev.devenv.thirdparty import install_crds, load_gateway_api_crds
 
-GROUP, VERSION, PLURAL = "lossgate.io", "v1alpha1", "modelrollouts"
+GROUP, VERSION = API_GROUP, API_VERSION
 GW = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 
@@ -47,7 +49,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.api = config.new_client_from_config(config_file=str(self.plane.kubeconfig))
+        self.api = typed.new_client(config_file=str(self.plane.kubeconfig))
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
 
@@ -69,7 +71,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "lossgate.demo.server",
+                "lossgate_dev.demo.server",
                 "--model",
                 model,
                 "--version",
@@ -109,7 +111,9 @@ class Stack:
         self.custom.create_namespaced_custom_object(*GW[:2], namespace, GW[2], route)
 
     def route_weights(self, namespace: str, name: str) -> dict[str, int]:
-        route = self.custom.get_namespaced_custom_object(*GW[:2], namespace, GW[2], name)
+        route = cast(
+            dict[str, Any], self.custom.get_namespaced_custom_object(*GW[:2], namespace, GW[2], name)
+        )
         return {r["name"]: int(r.get("weight", 1)) for r in route["spec"]["rules"][0]["backendRefs"]}
 
     def backfill_training(self, runs: dict[str, int | None], steps: int = 400) -> None:
@@ -128,7 +132,9 @@ class Stack:
         self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
 
     def rollout(self, namespace: str, name: str) -> dict[str, Any]:
-        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+        return cast(
+            dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        )
 
     def wait_phase(self, namespace: str, name: str, phases: set[str], timeout: float) -> dict[str, Any]:
         got: dict[str, Any] = {}
@@ -149,7 +155,7 @@ class Stack:
         argv = [
             sys.executable,
             "-m",
-            "lossgate.cli.main",
+            "lossgate.entry",
             "operator",
             "--metrics-port",
             str(self.operator_metrics_port),
@@ -184,7 +190,7 @@ class Stack:
         for m in self.models:
             m.server.stop()
         self.models.clear()
-        self.api.close()
+        typed.close(self.api)
 
 
 def _http_ok(url: str) -> bool:

@@ -7,8 +7,8 @@ import sys
 import threading
 from pathlib import Path
 
-from lossgate.devenv.binaries import k8s_bin_dir
-from lossgate.devenv.kube import ControlPlane
+from lossgate_dev.devenv.binaries import k8s_bin_dir
+from lossgate_dev.devenv.kube import ControlPlane
 
 
 def main() -> int:

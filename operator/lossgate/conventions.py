@@ -1,0 +1,19 @@
+"""Numbers the exporter, the adapters and the judge must agree on (each defined here once).
+
+Pure: no imports from the rest of lossgate, so `lossgate.instrument` (which model servers embed) and
+the operator's layers can all use it.
+"""
+
+from __future__ import annotations
+
+import math
+
+# p(true class) is clipped at this floor, so one label can never produce an infinite loss.
+PROB_FLOOR = 1e-6
+# -ln(PROB_FLOOR): the largest loss any single request can contribute (13.8155... nats). Every
+# per-request cross-entropy lies in [0, MAX_LOSS_NATS]; the judge's sequential test is exact because
+# of this bound, and with no information its interval for a difference of means is +-MAX_LOSS_NATS.
+MAX_LOSS_NATS = -math.log(PROB_FLOOR)
+# The catastrophic guard's threshold: loss > 4.6 nats, i.e. p(true) < 0.01. It is a histogram bucket
+# bound, so the operator reads "labelled predictions with loss above it" as `_count - _bucket{le}`.
+CATASTROPHIC_LOSS_NATS = 4.6
