@@ -17,3 +17,5 @@ MAX_LOSS_NATS = -math.log(PROB_FLOOR)
 # The catastrophic guard's threshold: loss > 4.6 nats, i.e. p(true) < 0.01. It is a histogram bucket
 # bound, so the operator reads "labelled predictions with loss above it" as `_count - _bucket{le}`.
 CATASTROPHIC_LOSS_NATS = 4.6
+# The per-request loss histogram's base name (its _count, _sum, _bucket and the _squared_sum series).
+DEFAULT_LOSS_METRIC = "model_prediction_loss"

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from lossgate.conventions import DEFAULT_LOSS_METRIC
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
 
 
@@ -39,7 +40,7 @@ class LossSeriesRef:
     model: str
     baseline_version: str
     canary_version: str
-    metric: str = "model_prediction_loss"
+    metric: str = DEFAULT_LOSS_METRIC
     # Optional user PromQL templates ({model}, {version} placeholders, values escaped).
     count_template: str | None = None
     sum_template: str | None = None

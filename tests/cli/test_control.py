@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lossgate import __version__
-from lossgate.cli.main import main
+from lossgate.entry import main as entry_main
 from tests.cli.conftest import Create, progressing, rolled_back, run
 from tests.infra.kube_fixtures import Kube
 
@@ -95,8 +95,8 @@ def test_missing_rollout_is_refused(kube: Kube, namespace: str, cli_crd: None) -
 def test_kubectl_plugin_entry_point_resolves(kube: Kube) -> None:
     # Given the installed console scripts
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "kubectl-lossgate"]
-    # Then kubectl-lossgate is the same main() as lossgate
-    assert ep.load() is main
+    # Then kubectl-lossgate is the same main() as lossgate (lossgate.entry, which adds `operator`)
+    assert ep.load() is entry_main
     # And kubectl finds it on PATH as a plugin: `kubectl lossgate version`
     bindir = Path(sys.executable).parent
     assert (bindir / "kubectl-lossgate").exists()

@@ -223,3 +223,11 @@ def test_resource_tolerates_kopf_status_and_missing_status() -> None:
     assert mro.ref == "ModelRollout ns/m"
     with pytest.raises(ValidationError):
         ModelRollout.model_validate({**doc, "kind": "Rollout"})
+
+
+def test_the_api_version_is_one_string_everywhere() -> None:
+    # The resource model's apiVersion literal and the constants the operator and the CRD use agree
+    from lossgate.model import API_GROUP, API_VERSION, API_VERSION_STRING, ModelRollout
+
+    assert f"{API_GROUP}/{API_VERSION}" == API_VERSION_STRING
+    assert ModelRollout.model_fields["api_version"].default == API_VERSION_STRING

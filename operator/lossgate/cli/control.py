@@ -41,7 +41,7 @@ def refusal(cmd: ManualCommand, obj: dict[str, Any]) -> str | None:
         }[cmd]
         return f"the rollout is {phase}: {what}"
     if cmd is ManualCommand.PAUSE and (manual or paused_by_spec):
-        by = "spec.paused" if paused_by_spec else "lossgate.io/pause"
+        by = "spec.paused" if paused_by_spec else ManualCommand.PAUSE.annotation
         return f"the rollout is already paused (by {by})"
     if cmd is ManualCommand.RESUME and not manual:
         if paused_by_spec:

@@ -15,8 +15,9 @@ from typing import Protocol
 
 from lossgate.core.evidence import Weights
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
+from lossgate.model import API_GROUP
 
-ANNOTATION_PREFIX = "lossgate.io/"
+ANNOTATION_PREFIX = f"{API_GROUP}/"
 
 
 class ManualCommand(StrEnum):

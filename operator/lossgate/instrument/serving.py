@@ -23,6 +23,7 @@ import numpy.typing as npt
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
+from lossgate.conventions import DEFAULT_LOSS_METRIC
 from lossgate.instrument.buckets import LOSS_BUCKETS, le_label, validate_buckets
 from lossgate.instrument.losses import ArrayLike, log_probs, loss_from_log_probs
 
@@ -64,7 +65,7 @@ class LossRecorder:
         self,
         registry: CollectorRegistry | None = REGISTRY,
         *,
-        metric: str = "model_prediction_loss",
+        metric: str = DEFAULT_LOSS_METRIC,
         predictions_metric: str = "model_predictions_total",
         buckets: tuple[float, ...] | list[float] = LOSS_BUCKETS,
         capacity: int = 100_000,

@@ -1,7 +1,7 @@
 """lossgate.model: the ModelRollout API types (pydantic v2); the CRD is generated from them."""
 
+from lossgate.conventions import DEFAULT_LOSS_METRIC
 from lossgate.model.analysis import (
-    DEFAULT_LOSS_METRIC,
     Analysis,
     BasicAuthSecretRef,
     GradientHealth,

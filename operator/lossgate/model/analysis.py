@@ -7,11 +7,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from lossgate.conventions import CATASTROPHIC_LOSS_NATS
+from lossgate.conventions import CATASTROPHIC_LOSS_NATS, DEFAULT_LOSS_METRIC
 from lossgate.model.base import ApiModel, cel, validations
 from lossgate.model.durations import Duration, PositiveDuration
 
-DEFAULT_LOSS_METRIC = "model_prediction_loss"
 METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 (the pattern of a Secret's key name)
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # most object names

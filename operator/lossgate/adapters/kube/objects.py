@@ -19,7 +19,7 @@ from lossgate.model import API_GROUP, API_VERSION, PLURAL
 from lossgate.ports import RouterErrorKind
 
 GROUP, VERSION = API_GROUP, API_VERSION
-SCALED_FROM_ANNOTATION = "lossgate.io/replicas-before-scale-down"
+SCALED_FROM_ANNOTATION = f"{API_GROUP}/replicas-before-scale-down"
 
 
 def classify_api_error(err: Exception, what: str, fix: str = "") -> Problem:

@@ -28,9 +28,10 @@ from lossgate.adapters.routers.k8s import JsonObj, KubeJson, object_path
 from lossgate.adapters.routers.refs import ReplicaRef
 from lossgate.adapters.routers.weighted import MAX_ATTEMPTS, percent, round_half_up
 from lossgate.core.evidence import Problem, Weights
+from lossgate.model import API_GROUP
 from lossgate.ports import RouterErrorKind
 
-TOTAL_ANNOTATION = "lossgate.io/total-replicas"
+TOTAL_ANNOTATION = f"{API_GROUP}/total-replicas"
 _API_ERRORS = (ApiException, RouterProblem, urllib3.exceptions.HTTPError, OSError)
 
 
