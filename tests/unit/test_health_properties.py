@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lossgate.core.evidence import RankSeries, TrainingRun
@@ -39,8 +39,16 @@ def runs(draw: st.DrawFn) -> TrainingRun:
     )
 
 
+# A counter near the float maximum once made the non-finite step count overflow (found by hypothesis).
+HUGE_COUNTER = TrainingRun(
+    run="r",
+    ranks=(RankSeries("0", steps=(1.0, 0.0), loss=(), grad_norm=(), nonfinite_total=(2.9e293, 1.797e308)),),
+)
+
+
 @settings(max_examples=150, deadline=None)
 @given(runs())
+@example(HUGE_COUNTER)
 def test_any_input_gives_a_verdict_with_finite_numbers(run: TrainingRun) -> None:
     # Given any series the types allow (NaN, infinities, ragged lengths, unsorted steps)
     # When assessed

@@ -154,6 +154,9 @@ class _RankStats:
     collapse: bool
 
 
+MAX_STEPS_PER_READING = 1e12
+
+
 def _assess_rank(series: RankSeries, fp16: bool, cfg: HealthConfig, out: _Findings) -> _RankStats:
     name = f"rank {series.rank}"
     steps, loss, grad, nf_total, scale = _aligned(series)
@@ -164,6 +167,9 @@ def _assess_rank(series: RankSeries, fp16: bool, cfg: HealthConfig, out: _Findin
     observed_inf = (np.isinf(loss) | np.isinf(grad)).astype(np.float64)
     nonfinite = np.maximum(counter_increments(nf_total, count_initial=not fp16), observed_inf)
     applied = np.maximum(nonfinite - halvings, 0.0) if fp16 else nonfinite
+    # A counter that jumps by more steps than any job runs is garbage (a reset mis-read, a wrong
+    # series); capping each increment keeps the sum finite, and it still fails the gate.
+    applied = np.minimum(applied, MAX_STEPS_PER_READING)
     applied_count = round(float(applied.sum()))
     if applied_count > 0:
         first = float(steps[np.flatnonzero(applied > 0)[0]])
