@@ -66,7 +66,7 @@ def legacy_judge_path(
     log_p_reg = np.minimum.accumulate(np.minimum(-lam_reg, 0.0), axis=-1)
     log_p_nw = np.minimum.accumulate(np.minimum(-lam_nw, 0.0), axis=-1)
     valid = arm_valid(baseline, used) & arm_valid(canary, used)
-    log_cat = log_tail_mixture(
+    log_cat, _ = log_tail_mixture(
         tail_baseline, tail_canary, baseline.n, canary.n, valid, config.catastrophic_ratio
     )
     log_p_cat = np.minimum.accumulate(np.minimum(-log_cat, 0.0), axis=-1)

@@ -19,3 +19,27 @@ MAX_LOSS_NATS = -math.log(PROB_FLOOR)
 CATASTROPHIC_LOSS_NATS = 4.6
 # The per-request loss histogram's base name (its _count, _sum, _bucket and the _squared_sum series).
 DEFAULT_LOSS_METRIC = "model_prediction_loss"
+
+
+def le_label(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it in `le` (4.6 -> "4.6", 10 -> "10.0", inf -> "+Inf").
+
+    Prometheus 3 normalises every scraped `le` to this form as well, so a selector built with it
+    matches our exporter's bucket. Same rules as prometheus_client.utils.floatToGoString (a test
+    checks they agree), written out because this module imports nothing.
+    """
+    d = float(bound)
+    if math.isinf(d):
+        return "+Inf" if d > 0 else "-Inf"
+    if math.isnan(d):
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    if d > 0 and dot > 6:  # Go switches to an exponent sooner than Python's repr
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
+# The `le` of the catastrophic-loss bucket, as the exporter writes it ("4.6").
+CATASTROPHIC_LE = le_label(CATASTROPHIC_LOSS_NATS)

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from lossgate.conventions import DEFAULT_LOSS_METRIC
+from lossgate.conventions import CATASTROPHIC_LE, DEFAULT_LOSS_METRIC
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
 
 
@@ -41,6 +41,9 @@ class LossSeriesRef:
     baseline_version: str
     canary_version: str
     metric: str = DEFAULT_LOSS_METRIC
+    # `le` of the bucket at the catastrophic threshold, formatted as Prometheus stores it ("4.6",
+    # "10.0"; conventions.le_label): the default tail series is `_count - _bucket{le=tail_le}`.
+    tail_le: str = CATASTROPHIC_LE
     # Optional user PromQL templates ({model}, {version} placeholders, values escaped).
     count_template: str | None = None
     sum_template: str | None = None
@@ -56,6 +59,22 @@ class MetricsSource(Protocol):
     def training_run(
         self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
     ) -> TrainingRun | Problem: ...
+
+
+@dataclass(frozen=True)
+class CanaryPodsRef:
+    """The canary Deployment whose Ready pods say which version they serve, and the version wanted."""
+
+    namespace: str
+    deployment: str
+    version: str  # spec.canary.version
+
+
+class VersionSource(Protocol):
+    def canary_version(self) -> str | Problem | None:
+        """The wanted version when every Ready pod serves it; another version a Ready pod reports
+        when some do not; None when unknown (no Ready pod with a version label): never blocks."""
+        ...
 
 
 class TrafficRouter(Protocol):

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from kubernetes.client.rest import ApiException
 
+from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
+from lossgate.adapters.spec_refs import judge_config, loss_ref
+from lossgate.core.judge import evaluate
+from lossgate.core.judge_codec import decode
+from lossgate.core.judge_fold import conclude
+from lossgate.core.timeline import weight_timeline, with_weights
+from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate_dev.demo.stack import Stack
 from lossgate_dev.devenv.procs import wait_until
 from tests.e2e.conftest import TERMINAL, Launch, condition, history
@@ -78,7 +87,12 @@ def test_operator_killed_mid_step_resumes_at_the_same_step(
     stack.stop_operator(kill=True)
     assert stack.route_weights(namespace, "digits")["digits-v2"] == 25  # traffic stays as it was
     stack.start_operator([namespace])
-    # Then it continues from status alone: same step starts, no restart, and finishes the rollout
+    # Then it continues the judge's state from status: a few looks on, the state equals the full
+    # recompute over every interval since the start, read back from Prometheus now
+    looks = int((before.get("judgeState") or {}).get("looks") or 0)
+    wait_until(lambda: _looks(stack, namespace) >= looks + 3, 60, "the judge to go on after the restart")
+    _assert_state_is_the_full_recompute(stack, namespace)
+    # And from status alone: same step starts, no restart, and it finishes the rollout
     got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=240)
     trail = history(stack, namespace)
     assert got["status"]["phase"] == "Promoted", trail
@@ -108,3 +122,27 @@ def test_deleting_a_rollout_mid_way_restores_the_baseline(
     # Then the finalizer sends all traffic back to the baseline before the object goes away
     wait_until(gone, 60, "ModelRollout deleted", stack.operator)
     assert stack.route_weights(namespace, "digits") == {"digits-v1": 100, "digits-v2": 0}
+
+
+def _looks(stack: Stack, namespace: str) -> int:
+    return int((stack.rollout(namespace, "digits")["status"].get("judgeState") or {}).get("looks") or 0)
+
+
+def _assert_state_is_the_full_recompute(stack: Stack, namespace: str) -> None:
+    obj = stack.rollout(namespace, "digits")
+    status, spec = (
+        ModelRolloutStatus.model_validate(obj["status"]),
+        ModelRolloutSpec.model_validate(obj["spec"]),
+    )
+    state = status.judge_state
+    assert state is not None
+    config = judge_config(spec)
+    metrics = PrometheusMetrics(PrometheusConfig(stack.prom.url))
+    at = lambda ms: datetime.fromtimestamp(ms / 1000, tz=UTC)  # noqa: E731
+    read = metrics.loss_intervals(loss_ref(namespace, spec), at(state.origin_ms), at(state.through_ms),
+                                  state.interval_ms / 1000)  # fmt: skip
+    assert isinstance(read, list)
+    assert len(read) == state.looks
+    full = evaluate(with_weights(read, weight_timeline(status)), config)
+    assert conclude(decode(state.numbers), config) == full
+    metrics.close()

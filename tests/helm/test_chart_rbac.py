@@ -5,12 +5,19 @@ of what it must not (SelfSubjectAccessReview sent with that token), cluster-wide
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
 
+from lossgate.adapters.routers import DEPLOYMENT, HTTPROUTE, ReplicaRef
+from lossgate.core.evidence import Weights
+from lossgate_dev.devenv.procs import wait_until
 from tests.helm.install import DRY_RUN, NOT_APPLIED, Installed, create_namespace, installed
 from tests.infra.kube_fixtures import Kube
+from tests.kube.operator_thread import counting_client, operator_deps, operator_running
+from tests.kube.test_route_cache import GW as GW_ROUTE
+from tests.kube.test_route_cache import cached, deployment, gw_ref, http_route
 
 pytestmark = pytest.mark.usefixtures("kopf_peering_crds")
 
@@ -33,13 +40,20 @@ NEEDED = [
     ("create", "events", "", ""),  # kopf.event for every decision
     ("get", "httproutes", GW, ""),
     ("patch", "httproutes", GW, ""),
+    ("list", "httproutes", GW, ""),  # the routers' read cache: kopf watches the route kinds
+    ("watch", "httproutes", GW, ""),
     ("get", "virtualservices", ISTIO, ""),
     ("patch", "virtualservices", ISTIO, ""),
+    ("list", "virtualservices", ISTIO, ""),
+    ("watch", "virtualservices", ISTIO, ""),
     ("get", "deployments", APPS, ""),
     ("patch", "deployments", APPS, ""),
+    ("list", "deployments", APPS, ""),  # the replica router's read cache
+    ("watch", "deployments", APPS, ""),
     ("get", "deployments", APPS, "scale"),
     ("patch", "deployments", APPS, "scale"),
     ("get", "services", "", ""),
+    ("list", "pods", "", ""),  # the canary Deployment's Ready pods: which version they serve
 ]
 # A sample of what it must never do in those namespaces.
 FORBIDDEN = [
@@ -56,10 +70,18 @@ FORBIDDEN = [
     ("delete", "httproutes", GW, ""),
     ("update", "httproutes", GW, ""),
     ("delete", "virtualservices", ISTIO, ""),
+    ("create", "virtualservices", ISTIO, ""),
+    ("update", "virtualservices", ISTIO, ""),
+    ("list", "deployments", APPS, "scale"),  # watching the Deployments is enough: /scale is not listed
+    ("list", "replicasets", APPS, ""),
+    ("watch", "services", "", ""),
     ("patch", "services", "", ""),
     ("delete", "services", "", ""),
     ("create", "pods", "", ""),
     ("get", "pods", "", ""),
+    ("watch", "pods", "", ""),
+    ("patch", "pods", "", ""),
+    ("delete", "pods", "", ""),
     ("create", "pods", "", "exec"),
     ("get", "configmaps", "", ""),
     ("patch", "events", "", ""),
@@ -216,3 +238,48 @@ def test_namespace_scoped_rbac_stays_in_the_watched_namespaces(
         assert not inst.can("list", "clusterkopfpeerings", group="kopf.dev")
         cannot = allowed(inst, [c for c in CLUSTER_FORBIDDEN if c[1] != "namespaces"], "")
         assert not any(cannot.values()), [k for k, v in cannot.items() if v]
+
+
+@pytest.mark.usefixtures("gateway_api_crds")
+def test_the_route_cache_runs_on_the_charts_rbac_and_degrades_to_gets_without_watch(
+    kube: Kube, namespace: str, other_namespaces: list[str]
+) -> None:
+    watched, _ = other_namespaces
+    objs = client.CustomObjectsApi(kube.api_client)
+    objs.create_namespaced_custom_object(*GW_ROUTE[:2], watched, GW_ROUTE[2], http_route(90, 10))
+    apps: Any = client.AppsV1Api(kube.api_client)
+    apps.create_namespaced_deployment(watched, deployment("scorer-v41", "v41", 3))
+    apps.create_namespaced_deployment(watched, deployment("scorer-v42", "v42", 1))
+    server, ca = kube.plane.server_url, kube.plane.ca_cert
+    # Given the chart watching one namespace, and the operator's handlers running as its ServiceAccount
+    with installed(kube, namespace, {"watchNamespaces": [watched]}) as inst:
+        api, requests = counting_client(server, ca, inst.token)
+        deps = operator_deps(api, [watched])
+        with operator_running(deps, server, ca, inst.token, [watched]):
+            # Then its watches fill the cache and the routers read it without a GET
+            for kind, name in ((HTTPROUTE, "scorer"), (DEPLOYMENT, "scorer-v41"), (DEPLOYMENT, "scorer-v42")):
+                cached(deps, kind, watched, name)
+            replicas = ReplicaRef(watched, "scorer-v41", "scorer-v42")
+            assert deps.router(gw_ref(watched)).get_weights() == Weights(90, 10)
+            assert deps.router(replicas).get_weights() == Weights(75, 25)
+            assert [m for m, _ in requests.seen] == []
+            # And a write goes through with the chart's get + patch
+            assert deps.router(gw_ref(watched)).set_weights(Weights(50, 50)) == Weights(50, 50)
+        # Given RBAC without list/watch on HTTPRoutes (a chart from before the cache)
+        role: Any = client.RbacAuthorizationV1Api(kube.api_client)
+        (name,) = [d["metadata"]["name"] for d in inst.docs if d["kind"] == "Role"]
+        body = role.read_namespaced_role(name, watched)
+        for rule in body.rules:
+            if "httproutes" in rule.resources:
+                rule.verbs = ["get", "patch"]
+        role.replace_namespaced_role(body.metadata.name, watched, body)
+        wait_until(lambda: not inst.can("watch", "httproutes", watched, GW), 10, "watch revoked")
+        api, requests = counting_client(server, ca, inst.token)
+        deps = operator_deps(api, [watched])
+        with operator_running(deps, server, ca, inst.token, [watched]):
+            # Then the operator still runs: Deployments are cached, the HTTPRoute is GET at every read
+            cached(deps, DEPLOYMENT, watched, "scorer-v42")
+            router = deps.router(gw_ref(watched))
+            assert [router.get_weights() for _ in range(3)] == [Weights(50, 50)] * 3
+            assert requests.count("GET", "/httproutes/scorer") == 3
+            assert deps.routes.lookup(HTTPROUTE, watched, "scorer") is None

@@ -35,7 +35,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "debug-and-tuning": {
         "operator": {
             "logLevel": "DEBUG",
-            "maxConcurrentAnalyses": 2,
+            "maxConcurrentPerPrometheus": 2,
             "scrapeLagSeconds": 5,
             "extraEnv": [{"name": "FOO", "value": "bar"}],
         },
@@ -108,7 +108,7 @@ def test_default_deployment_is_hardened() -> None:
 def test_operator_settings_become_flags_and_environment() -> None:
     # Given namespaces, peering, a log level and the analysis concurrency as values
     docs = render(
-        {**VARIANTS["ha-namespaced"], "operator": {"logLevel": "DEBUG", "maxConcurrentAnalyses": 3}}
+        {**VARIANTS["ha-namespaced"], "operator": {"logLevel": "DEBUG", "maxConcurrentPerPrometheus": 3}}
     )
     (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
@@ -116,7 +116,7 @@ def test_operator_settings_become_flags_and_environment() -> None:
     assert "--namespace=ml-prod" in c["args"]
     assert "--peering=lossgate" in c["args"]
     assert env["LOSSGATE_LOG_LEVEL"] == "DEBUG"
-    assert env["LOSSGATE_MAX_CONCURRENT_ANALYSES"] == "3"
+    assert env["LOSSGATE_MAX_CONCURRENT_PER_PROMETHEUS"] == "3"
     assert one(docs, "Deployment")["spec"]["replicas"] == 3
 
 
@@ -203,7 +203,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "bad namespace name": ({"watchNamespaces": ["ML_Prod"]}, "/watchNamespaces/0"),
     "unknown log level": ({"operator": {"logLevel": "TRACE"}}, "/operator/logLevel"),
-    "zero concurrency": ({"operator": {"maxConcurrentAnalyses": 0}}, "/operator/maxConcurrentAnalyses"),
+    "zero concurrency": (
+        {"operator": {"maxConcurrentPerPrometheus": 0}},
+        "/operator/maxConcurrentPerPrometheus",
+    ),
     "port out of range": ({"metrics": {"port": 70000}}, "/metrics/port"),
     "monitor flag as a string": (
         {"metrics": {"serviceMonitor": {"enabled": "yes"}}},

@@ -185,3 +185,19 @@ def test_docs_cover_every_spec_field(schema: dict[str, Any]) -> None:
         if path and path.rsplit(".", 1)[-1].strip("[]") not in doc
     ]
     assert not missing, missing
+
+
+def test_baseline_training_run_is_in_the_crd_like_the_canarys(schema: dict[str, Any]) -> None:
+    arms = schema["properties"]["spec"]["properties"]
+    baseline, canary = (arms[arm]["properties"]["trainingRun"] for arm in ("baseline", "canary"))
+    # Same constraints as canary.trainingRun, optional, and described as the validation comparison's run
+    assert {k: v for k, v in baseline.items() if k != "description"} == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 253,
+    }
+    assert {k: v for k, v in canary.items() if k != "description"} == {
+        k: v for k, v in baseline.items() if k != "description"
+    }
+    assert "trainingRun" not in arms["baseline"]["required"]
+    assert "validation loss" in baseline["description"]

@@ -40,11 +40,14 @@ The rules the operator needs on the objects it watches and writes, wherever it w
   modelrollouts/status     patch (the one status write per tick)
   modelrollouts/finalizers update (set the finalizer where OwnerReferencesPermissionEnforcement is on)
   events                   create (kopf.event for every decision)
-  httproutes               get, patch (gateway router: read, then JSON patch of two weights)
-  virtualservices          get, patch (istio router)
-  deployments              get, patch (replica router's total annotation; canary scale-down note)
+  httproutes               get, patch (gateway router: read, then JSON patch of two weights);
+                           list, watch (the routers' read cache: get_weights() reads the watched copy)
+  virtualservices          get, patch (istio router); list, watch (the read cache)
+  deployments              get, patch (replica router's total annotation; canary scale-down note);
+                           list, watch (the read cache of the replica router)
   deployments/scale        get, patch (replica router and canary scale-down, through /scale only)
   services                 get (read only: the baseline and canary Services a rollout names)
+  pods                     list (read only: the version label of the canary Deployment's Ready pods)
 */}}
 {{- define "lossgate.rules" -}}
 - apiGroups: [lossgate.io]
@@ -61,16 +64,22 @@ The rules the operator needs on the objects it watches and writes, wherever it w
   verbs: [create]
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [networking.istio.io]
   resources: [virtualservices]
-  verbs: [get, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [apps]
-  resources: [deployments, deployments/scale]
+  resources: [deployments]
+  verbs: [get, list, watch, patch]
+- apiGroups: [apps]
+  resources: [deployments/scale]
   verbs: [get, patch]
 - apiGroups: [""]
   resources: [services]
   verbs: [get]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 {{- end -}}
 
 {{/* Secrets: get only, never list/watch; restricted to the named Secrets when names are given. */}}

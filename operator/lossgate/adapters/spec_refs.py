@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from lossgate.adapters.routers import GatewayRouteRef, IstioRouteRef, ReplicaRef, RouteRef
+from lossgate.conventions import le_label
 from lossgate.core.health import HealthConfig
 from lossgate.core.judge import JudgeConfig
+from lossgate.instrument.buckets import LOSS_BUCKETS
 from lossgate.model import ModelRolloutSpec
-from lossgate.ports import LossSeriesRef
+from lossgate.ports import CanaryPodsRef, LossSeriesRef
 
 
 class SpecProblem(ValueError):
@@ -56,6 +58,7 @@ def loss_ref(namespace: str, spec: ModelRolloutSpec) -> LossSeriesRef:
         baseline_version=spec.baseline.version,
         canary_version=spec.canary.version,
         metric=loss.effective_metric,
+        tail_le=le_label(loss.catastrophic_threshold),
         count_template=q.count if q else None,
         sum_template=q.sum if q else None,
         sumsq_template=q.sum_squares if q else None,
@@ -73,6 +76,7 @@ def judge_config(spec: ModelRolloutSpec) -> JudgeConfig:
         min_samples_before_rollback=float(loss.min_samples_before_rollback),
         min_samples_before_promote=float(loss.min_samples_before_promotion),
         catastrophic_alpha=loss.alpha_catastrophic,
+        catastrophic_ratio=loss.catastrophic_ratio,
     )
 
 
@@ -93,4 +97,45 @@ def health_config(spec: ModelRolloutSpec) -> HealthConfig:
         allow_nonfinite=g.allow_non_finite,
         max_grad_norm_spike=g.max_grad_norm_spike,
         max_rank_divergence=g.max_rank_divergence,
+        validation_margin=g.validation_margin,
     )
+
+
+def tail_bucket_note(spec: ModelRolloutSpec) -> str | None:
+    """Why the catastrophic guard may read no tail series, or None (a warning: custom buckets are legal).
+
+    The default tail query selects the bucket whose `le` is catastrophicThreshold; lossgate's
+    exporter has that bucket only for its default bounds (or when the model server passes it in
+    `buckets=`). Without it both arms' tail counts read 0 and the guard cannot fire.
+    """
+    loss = spec.analysis.loss
+    if loss.queries is not None and loss.queries.tail is not None:
+        return None
+    threshold = loss.catastrophic_threshold
+    if loss.queries is None and threshold in LOSS_BUCKETS:
+        return None
+    if loss.queries is not None:
+        return (
+            "spec.analysis.loss.queries has no tail query, so the catastrophic guard reads "
+            f'{loss.effective_metric}_bucket{{le="{le_label(threshold)}"}}, which metrics of your own '
+            "naming do not have; fix: add queries.tail (predictions with loss at or below "
+            "catastrophicThreshold)"
+        )
+    return (
+        f"spec.analysis.loss.catastrophicThreshold {threshold:g} is not a bucket of lossgate's loss "
+        f"histogram (le {', '.join(le_label(b) for b in LOSS_BUCKETS)}), so the catastrophic guard sees "
+        f"no tail unless the model servers export it; fix: pass it in LossRecorder(buckets=...), "
+        "or give queries with a tail query, or use one of those bounds"
+    )
+
+
+def training_runs(spec: ModelRolloutSpec) -> tuple[str | None, str | None]:
+    """(canary run, baseline run): the `run` labels whose validation losses the health gate compares."""
+    return spec.canary.training_run, spec.baseline.training_run
+
+
+def canary_pods_ref(namespace: str, spec: ModelRolloutSpec) -> CanaryPodsRef | None:
+    """Whose pods report the version the canary serves; None without spec.canary.deployment (unknown)."""
+    if spec.canary.deployment is None:
+        return None
+    return CanaryPodsRef(namespace, spec.canary.deployment, spec.canary.version)

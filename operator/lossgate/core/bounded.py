@@ -38,7 +38,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize
 
 from lossgate.conventions import MAX_LOSS_NATS
-from lossgate.core.stratified import StratifiedPath
+from lossgate.core.stratified import StratifiedPath, running_sum
 
 FloatArray = NDArray[np.float64]
 
@@ -94,18 +94,27 @@ class Component:
     c: FloatArray
 
 
-def components(path: StratifiedPath, scale: ArrayLike, direction: int) -> Iterator[Component]:
+def components(
+    path: StratifiedPath, scale: ArrayLike, direction: int, start: Sequence[Component] | None = None
+) -> Iterator[Component]:
     """The grid's components for the strata in `path`, one at a time (the benchmark streams them);
-    `scale` is the predictable margin per interval (effect scales are GRID_FACTORS times it)."""
+    `scale` is the predictable margin per interval (effect scales are GRID_FACTORS times it).
+    `start`: the components after earlier intervals (their last look), which these continue."""
     r_c, r_b = _ranges(path, direction)
     cap = KAPPA * np.minimum(path.n_c / np.maximum(r_c, 1e-300), path.n_b / np.maximum(r_b, 1e-300))
     base = np.asarray(scale, dtype=np.float64) * path.weight
-    for factor, log_w in zip(GRID_FACTORS, GRID_LOG_WEIGHTS, strict=True):
+    for g, (factor, log_w) in enumerate(zip(GRID_FACTORS, GRID_LOG_WEIGHTS, strict=True)):
         beta = np.where(path.stratum, np.minimum(factor * base, cap), 0.0)
         b_c, b_b = beta / path.n_c, beta / path.n_b
         penalty = _h(r_c * b_c) * b_c * b_c * path.dev2_c + _h(r_b * b_b) * b_b * b_b * path.dev2_b
-        a = np.cumsum(direction * beta * path.diff - penalty, axis=-1)
-        yield Component(log_w, a, np.cumsum(beta, axis=-1))
+        a0, c0 = (start[g].a, start[g].c) if start is not None else (0.0, 0.0)
+        a = running_sum(direction * beta * path.diff - penalty, a0)
+        yield Component(log_w, a, running_sum(beta, c0))
+
+
+def last_look(parts: Iterable[Component]) -> tuple[Component, ...]:
+    """Each component at its last look only: what a later chunk of intervals continues from."""
+    return tuple(Component(p.log_weight, p.a[..., -1], p.c[..., -1]) for p in parts)
 
 
 def log_e_value(parts: Iterable[Component], direction: int, delta: ArrayLike) -> FloatArray:
@@ -133,7 +142,8 @@ def confidence_bound(parts: Sequence[Component], direction: int, alpha: float) -
     def log_e(delta: FloatArray) -> FloatArray:
         terms = a - delta * c
         top = terms.max(axis=0)
-        out: FloatArray = top + np.log(np.exp(terms - top).sum(axis=0))
+        # Summed row by row (not pairwise): the same at every look whatever the array's length.
+        out: FloatArray = top + np.log(np.add.accumulate(np.exp(terms - top), axis=0)[-1])
         return out
 
     # log E is decreasing in delta for REGRESSION, increasing for NOT_WORSE: bisect between the side

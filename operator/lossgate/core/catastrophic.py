@@ -32,11 +32,14 @@ def log_tail_mixture(
     n_canary: ArrayLike,
     valid: ArrayLike,
     ratio0: float,
-) -> FloatArray:
+    start: ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray]:
     """Cumulative log mixture likelihood ratio after each look, shape (..., K).
 
     Intervals that are not `valid` (either arm empty or dropped) contribute nothing. Tail counts are
-    clamped to [0, n] so a glitching bucket cannot exceed its arm's count.
+    clamped to [0, n] so a glitching bucket cannot exceed its arm's count. `start`: each alternative's
+    log likelihood ratio after earlier intervals, shape (..., G), which these continue; the second
+    value returned is the same after the last of these intervals.
     """
     if not ratio0 > 0:
         raise ValueError(f"ratio0 must be > 0, got {ratio0!r}")
@@ -54,8 +57,14 @@ def log_tail_mixture(
     log_pi_ratio = np.log(grid / ratio0) - log_den1 + log_den0  # log pi1 - log pi0
     log_q_ratio = -log_den1 + log_den0  # log(1 - pi1) - log(1 - pi0): both are n_b / den
     per_look = xc[..., None] * log_pi_ratio + xb[..., None] * log_q_ratio
-    cum = np.cumsum(per_look, axis=-2)
+    lead, g = per_look.shape[:-2], len(RATIO_GRID)
+    first = np.zeros((*lead, g)) if start is None else np.asarray(start, dtype=np.float64)
+    head = np.broadcast_to(first[..., None, :], (*lead, 1, g))
+    # Sequential sums continuing from `start`: a history judged in chunks gives the same numbers.
+    cum = np.cumsum(np.concatenate([head, per_look], axis=-2), axis=-2)
+    last = cum[..., -1, :]
+    cum = cum[..., 1:, :]
     log_w = -math.log(len(RATIO_GRID))
     m = cum.max(axis=-1)
     out: FloatArray = m + np.log(np.exp(cum - m[..., None]).sum(axis=-1)) + log_w
-    return out
+    return out, last

@@ -4,14 +4,16 @@ than a margin, shown not worse, or not yet known? (docs/judge.md.)
 `evaluate(intervals, config)` is pure and deterministic. It recomputes every look (every prefix of
 the intervals) in one vectorised pass, so the always-valid p-values (the minimum over looks of
 1/E) are correct from the interval history alone. `judge_path` is the same computation over arrays
-shaped (..., K); the detection benchmark runs thousands of simulated rollouts through it.
+shaped (..., K); the detection benchmark runs thousands of simulated rollouts through it. The
+operator judges a live rollout with the running fold in judge_fold.py, which continues the same
+path chunk by chunk (`start=`); evaluate() is its oracle in tests and what `lossgate replay` uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -20,13 +22,15 @@ from lossgate.conventions import MAX_LOSS_NATS
 from lossgate.core.bounded import (
     NOT_WORSE,
     REGRESSION,
+    Component,
     components,
     confidence_bound,
-    information_to_cross,
+    last_look,
     log_e_value,
 )
 from lossgate.core.catastrophic import log_tail_mixture
 from lossgate.core.evidence import IntervalStats
+from lossgate.core.judge_report import LatestLook, ReportedLook, empty_result, report
 from lossgate.core.judge_types import (
     MAX_SAMPLES_NEEDED,
     MIN_MARGIN_NATS,
@@ -35,7 +39,7 @@ from lossgate.core.judge_types import (
     JudgeConfig,
     JudgeResult,
 )
-from lossgate.core.stratified import ArmArrays, StratifiedPath, stratified_path
+from lossgate.core.stratified import ArmArrays, StratifiedPath, Totals, stratified_path, totals_at
 from lossgate.core.verdicts import LossVerdict
 
 __all__ = [
@@ -45,10 +49,24 @@ __all__ = [
     "JudgeConfig",
     "JudgePath",
     "JudgeResult",
+    "PathStart",
     "evaluate",
     "judge_path",
     "used_intervals",
 ]
+
+
+@dataclass(frozen=True)
+class PathStart:
+    """Where a chunk of further intervals continues a judged history: the state after its last look."""
+
+    totals: Totals = field(default_factory=Totals)
+    regression: tuple[Component, ...] | None = None  # the grid's components (None: no look yet)
+    not_worse: tuple[Component, ...] | None = None
+    tail_llr: FloatArray | None = None  # the catastrophic guard's per-alternative log LR
+    log_p_regression: FloatArray | float = 0.0
+    log_p_not_worse: FloatArray | float = 0.0
+    log_p_catastrophic: FloatArray | float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,18 +82,20 @@ class JudgePath:
     regression: BoolArray  # the judge says REGRESSION at this look
     not_worse: BoolArray  # the judge says NOT_WORSE at this look (and not REGRESSION)
     catastrophic: BoolArray
+    end: PathStart  # the state after the last look, for continuing with further intervals
 
 
-def used_intervals(weights: Sequence[float | None], drop_first_after_change: bool) -> BoolArray:
+def used_intervals(
+    weights: Sequence[float | None], drop_first_after_change: bool, last: float = 0.0
+) -> BoolArray:
     """Which intervals enter the estimator: drop the first after every weight change.
 
     The rollout starts from 0% canary, so the first interval with a known weight is after a change.
-    Unknown weights (None) never count as a change.
+    Unknown weights (None) never count as a change. `last`: the known weight before these intervals.
     """
     used = np.ones(len(weights), dtype=np.bool_)
     if not drop_first_after_change:
         return used
-    last: float = 0.0
     for k, w in enumerate(weights):
         if w is None or not math.isfinite(w):
             continue
@@ -85,9 +105,24 @@ def used_intervals(weights: Sequence[float | None], drop_first_after_change: boo
     return used
 
 
-def _running_log_p(log_e: FloatArray) -> FloatArray:
-    out: FloatArray = np.minimum.accumulate(np.minimum(-log_e, 0.0), axis=-1)
+def _running_log_p(log_e: FloatArray, start: FloatArray | float) -> FloatArray:
+    """Running minimum over looks of min(-log E, 0), continuing from `start`."""
+    x = np.minimum(-log_e, 0.0)
+    head = np.broadcast_to(np.asarray(start, dtype=np.float64)[..., None], (*x.shape[:-1], 1))
+    out: FloatArray = np.minimum.accumulate(np.concatenate([head, x], axis=-1), axis=-1)[..., 1:]
     return out
+
+
+class _Recorded:
+    """Streams components through while keeping each one's last look (the state to continue from)."""
+
+    def __init__(self, parts: Iterable[Component]) -> None:
+        self.parts, self.last = parts, list[Component]()
+
+    def __iter__(self) -> Iterator[Component]:
+        for p in self.parts:
+            self.last.extend(last_look([p]))
+            yield p
 
 
 def judge_path(
@@ -97,21 +132,24 @@ def judge_path(
     tail_canary: ArrayLike,
     used: ArrayLike,
     config: JudgeConfig,
+    start: PathStart | None = None,
 ) -> JudgePath:
-    """The judge at every look, vectorised over leading axes (intervals on the last axis)."""
-    est = stratified_path(baseline, canary, used)
+    """The judge at every look, vectorised over leading axes (intervals on the last axis), continuing
+    from `start` (the state after earlier intervals; a fresh history without it)."""
+    s0 = start or PathStart()
+    est = stratified_path(baseline, canary, used, s0.totals, (tail_baseline, tail_canary))
     mean_b = np.where(est.n_baseline > 0, est.sum_baseline / np.maximum(est.n_baseline, 1.0), 0.0)
     margin = config.resolve_margin(mean_b)
     scale = config.resolve_margin(est.centre_b)  # from data before each stratum: predictable
-    log_e_reg = log_e_value(components(est, scale, REGRESSION), REGRESSION, margin)
-    log_e_nw = log_e_value(components(est, scale, NOT_WORSE), NOT_WORSE, margin)
-    log_p_reg = _running_log_p(log_e_reg)
-    log_p_nw = _running_log_p(log_e_nw)
+    reg = _Recorded(components(est, scale, REGRESSION, s0.regression))
+    nw = _Recorded(components(est, scale, NOT_WORSE, s0.not_worse))
+    log_p_reg = _running_log_p(log_e_value(reg, REGRESSION, margin), s0.log_p_regression)
+    log_p_nw = _running_log_p(log_e_value(nw, NOT_WORSE, margin), s0.log_p_not_worse)
 
-    log_cat = log_tail_mixture(
-        tail_baseline, tail_canary, baseline.n, canary.n, est.stratum, config.catastrophic_ratio
+    log_cat, tail_llr = log_tail_mixture(
+        tail_baseline, tail_canary, baseline.n, canary.n, est.stratum, config.catastrophic_ratio, s0.tail_llr
     )
-    log_p_cat = _running_log_p(log_cat)
+    log_p_cat = _running_log_p(log_cat, s0.log_p_catastrophic)
 
     catastrophic = log_p_cat <= math.log(config.catastrophic_alpha)
     regression = catastrophic | (
@@ -122,10 +160,23 @@ def judge_path(
         & (log_p_nw <= math.log(config.alpha_promote))
         & (est.n_canary >= config.min_samples_before_promote)
     )
-    return JudgePath(est, margin, scale, log_p_reg, log_p_nw, log_p_cat, regression, not_worse, catastrophic)
+    end = PathStart(
+        totals=totals_at(est),
+        regression=tuple(reg.last),
+        not_worse=tuple(nw.last),
+        tail_llr=tail_llr,
+        log_p_regression=log_p_reg[..., -1],
+        log_p_not_worse=log_p_nw[..., -1],
+        log_p_catastrophic=log_p_cat[..., -1],
+    )
+    return JudgePath(
+        est, margin, scale, log_p_reg, log_p_nw, log_p_cat, regression, not_worse, catastrophic, end
+    )
 
 
-def _arrays(intervals: Sequence[IntervalStats]) -> tuple[ArmArrays, ArmArrays, FloatArray, FloatArray]:
+def interval_arrays(
+    intervals: Sequence[IntervalStats],
+) -> tuple[ArmArrays, ArmArrays, FloatArray, FloatArray]:
     b = [iv.baseline for iv in intervals]
     c = [iv.canary for iv in intervals]
     base = ArmArrays.of([a.n for a in b], [a.sum for a in b], [a.sumsq for a in b])
@@ -135,40 +186,44 @@ def _arrays(intervals: Sequence[IntervalStats]) -> tuple[ArmArrays, ArmArrays, F
     return base, can, tb, tc
 
 
+def canary_fraction(iv: IntervalStats) -> float:
+    """The split as one stratum's labelled samples see it."""
+    return iv.canary.n / (iv.canary.n + iv.baseline.n)
+
+
 def _canary_fraction(intervals: Sequence[IntervalStats], stratum: BoolArray) -> float:
     """Current split as labelled samples see it: the last stratum's canary share, else the weight."""
     for k in range(len(intervals) - 1, -1, -1):
         if stratum[k]:
-            iv = intervals[k]
-            return iv.canary.n / (iv.canary.n + iv.baseline.n)
+            return canary_fraction(intervals[k])
     for iv in reversed(intervals):
         if iv.canary_weight is not None:
             return iv.canary_weight / 100.0
     return 0.0
 
 
-def _clip_int(x: float) -> int:
-    if not x > 0:
-        return 0
-    return int(min(math.ceil(x), MAX_SAMPLES_NEEDED))
-
-
-def _fmt_p(log_p: float) -> str:
-    p = math.exp(log_p)
-    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
-
-
 def _first(flags: BoolArray) -> int:
     return int(np.argmax(flags)) if bool(flags.any()) else len(flags) - 1
 
 
-def _running_bounds(path: JudgePath, config: JudgeConfig) -> tuple[FloatArray, FloatArray]:
+def running_bounds(
+    path: JudgePath,
+    config: JudgeConfig,
+    start: PathStart | None = None,
+    cs: tuple[float, float] | None = None,
+) -> tuple[FloatArray, FloatArray]:
     """The confidence sequence's running intersection after each look: the highest lower bound (at
-    alpha_rollback) and the lowest upper bound (at alpha_promote) so far."""
-    est = path.estimator
-    low = confidence_bound(list(components(est, path.scale, REGRESSION)), REGRESSION, config.alpha_rollback)
-    high = confidence_bound(list(components(est, path.scale, NOT_WORSE)), NOT_WORSE, config.alpha_promote)
-    return np.maximum.accumulate(low), np.minimum.accumulate(high)
+    alpha_rollback) and the lowest upper bound (at alpha_promote) so far, continuing from `cs`."""
+    est, s0 = path.estimator, start or PathStart()
+    low = confidence_bound(
+        list(components(est, path.scale, REGRESSION, s0.regression)), REGRESSION, config.alpha_rollback
+    )
+    high = confidence_bound(
+        list(components(est, path.scale, NOT_WORSE, s0.not_worse)), NOT_WORSE, config.alpha_promote
+    )
+    if cs is not None:
+        low, high = np.maximum(low, cs[0]), np.minimum(high, cs[1])
+    return np.maximum.accumulate(low, axis=-1), np.minimum.accumulate(high, axis=-1)
 
 
 @dataclass(frozen=True)
@@ -193,164 +248,55 @@ def _decision(path: JudgePath, config: JudgeConfig) -> _Decision:
     return _Decision(None, last, last)
 
 
+def reported_look(
+    path: JudgePath, bounds: tuple[FloatArray, FloatArray], k: int, crossed: int, offset: int = 0
+) -> ReportedLook:
+    """The numbers of look k of `path` (1-D), numbered from `offset` (the looks before the path)."""
+    est = path.estimator
+    return ReportedLook(
+        look=offset + k,
+        crossed=offset + crossed,
+        margin=float(path.margin[crossed]),
+        cs_low=float(bounds[0][k]),
+        cs_high=float(bounds[1][k]),
+        theta=float(est.theta_hat[k]),
+        n_b=float(est.n_baseline[k]),
+        n_c=float(est.n_canary[k]),
+        sum_b=float(est.sum_baseline[k]),
+        sum_c=float(est.sum_canary[k]),
+        tail_b=float(est.tail_baseline[k]),
+        tail_c=float(est.tail_canary[k]),
+    )
+
+
+def latest_look(path: JudgePath, looks: int, dropped: int, canary_share: float) -> LatestLook:
+    est = path.estimator
+    return LatestLook(
+        looks=looks,
+        dropped=dropped,
+        information=float(est.information[-1]),
+        n_c=float(est.n_canary[-1]),
+        theta=float(est.theta_hat[-1]),
+        margin=float(path.margin[-1]),
+        var_b=float(est.var_baseline[-1]),
+        var_c=float(est.var_canary[-1]),
+        log_p_regression=float(path.log_p_regression[-1]),
+        log_p_not_worse=float(path.log_p_not_worse[-1]),
+        log_p_catastrophic=float(path.log_p_catastrophic[-1]),
+        catastrophic=bool(path.catastrophic[-1]),
+        canary_fraction=canary_share,
+    )
+
+
 def evaluate(intervals: Sequence[IntervalStats], config: JudgeConfig) -> JudgeResult:
     """The judge's verdict after the last of `intervals` (the rollout's whole history, in order)."""
-    k_total = len(intervals)
-    if k_total == 0:
-        return _empty_result(config, "no analysis intervals yet")
-    base, can, tb, tc = _arrays(intervals)
+    if not intervals:
+        return empty_result(config, "no analysis intervals yet")
+    base, can, tb, tc = interval_arrays(intervals)
     used = used_intervals([iv.canary_weight for iv in intervals], config.drop_first_after_weight_change)
     path = judge_path(base, can, tb, tc, used, config)
-    est = path.estimator
-    low_running, high_running = _running_bounds(path, config)
     decision = _decision(path, config)
-    decided, k, last = decision.verdict, decision.look, k_total - 1
-
-    info = float(est.information[last])
-    n_c_now = float(est.n_canary[last])
-    # The running intersection of the bounds at the decision look (the last while undecided): valid,
-    # never wider than any one look's, and, once decided, past the margin the crossing look tested.
-    cs_low, cs_high = float(low_running[k]), float(high_running[k])
-    if cs_low > cs_high:  # the two one-sided bounds crossed (chance <= alpha_r + alpha_p): a point
-        cs_low = cs_high = 0.5 * (cs_low + cs_high)
-    theta, margin = float(est.theta_hat[k]), float(path.margin[decision.crossed])
-    n_b, n_c = float(est.n_baseline[k]), float(est.n_canary[k])
-    mean_b = float(est.sum_baseline[k]) / n_b if n_b > 0 else 0.0
-    mean_c = float(est.sum_canary[k]) / n_c if n_c > 0 else 0.0
-    lp_reg, lp_nw = float(path.log_p_regression[last]), float(path.log_p_not_worse[last])
-    lp_cat = float(path.log_p_catastrophic[last])
-    catastrophic = bool(path.catastrophic[last])
-
-    if decided is not None:
-        verdict = decided
-    elif info <= 0 or n_c_now < config.min_samples_before_rollback:
-        verdict = LossVerdict.INSUFFICIENT_DATA
-    else:
-        verdict = LossVerdict.UNDECIDED
-
-    samples_needed = 0
-    if verdict in (LossVerdict.UNDECIDED, LossVerdict.INSUFFICIENT_DATA):
-        samples_needed = _samples_needed(intervals, path, config, lp_reg, lp_nw)
-
-    numbers = (
-        f"canary {mean_c:.4f} vs baseline {mean_b:.4f}: {theta:+.4f} nats "
-        f"({100.0 * config.cs_level:.0f}% CS [{cs_low:+.4f}, {cs_high:+.4f}]), margin {margin:.4f}, "
-        f"{n_c:.0f} canary samples"
-    )
-    at = f" at look {k + 1}" if k != last else ""
-    if decision.crossed != k:
-        at += f" (evidence crossed at look {decision.crossed + 1})"
-    if verdict is LossVerdict.REGRESSION and catastrophic:
-        tail_b = float(np.sum(np.where(est.stratum[: k + 1], tb[: k + 1], 0.0)))
-        tail_c = float(np.sum(np.where(est.stratum[: k + 1], tc[: k + 1], 0.0)))
-        detail = f"{tail_c:.0f} of {n_c:.0f} vs {tail_b:.0f} of {n_b:.0f}; p={_fmt_p(lp_cat)}"
-        reason = _reason(verdict, config, f"catastrophic{at}", detail, numbers, samples_needed)
-    else:
-        p = lp_reg if verdict is LossVerdict.REGRESSION else lp_nw
-        reason = _reason(verdict, config, at, f"p={_fmt_p(p)}", numbers, samples_needed, info, n_c)
-
-    return JudgeResult(
-        verdict=verdict,
-        theta_hat=theta,
-        cs_low=cs_low,
-        cs_high=cs_high,
-        p_regression=math.exp(lp_reg),
-        p_not_worse=math.exp(lp_nw),
-        information=info,
-        n_baseline=n_b,
-        n_canary=n_c,
-        mean_baseline=mean_b,
-        mean_canary=mean_c,
-        margin=margin,
-        samples_needed=samples_needed,
-        catastrophic=catastrophic,
-        reason=reason,
-        p_catastrophic=math.exp(lp_cat),
-        cs_level=config.cs_level,
-        looks=k_total,
-        dropped=int(np.count_nonzero(~used)),
-        decided_look=k,
-    )
-
-
-def _reason(
-    verdict: LossVerdict,
-    config: JudgeConfig,
-    at: str,
-    detail: str,
-    numbers: str,
-    samples_needed: int,
-    info: float = 1.0,
-    n_c: float = 0.0,
-) -> str:
-    """The one-line explanation that goes into status, Events and the CLI."""
-    if at.startswith("catastrophic"):
-        return (
-            f"{at}: canary rate of very large losses above {config.catastrophic_ratio:g}x the "
-            f"baseline's ({detail}); {numbers}"
-        )
-    if verdict is LossVerdict.REGRESSION:
-        return f"regression{at}: the whole interval is above the margin ({detail}); {numbers}"
-    if verdict is LossVerdict.NOT_WORSE:
-        return f"not worse{at}: the whole interval is below the margin ({detail}); {numbers}"
-    if info <= 0:
-        return f"insufficient data: no interval with both arms labelled yet ({n_c:.0f} canary samples)"
-    if verdict is LossVerdict.INSUFFICIENT_DATA:
-        return (
-            f"insufficient data: {n_c:.0f}/{config.min_samples_before_rollback:.0f} canary samples "
-            f"before any decision; {numbers}"
-        )
-    return f"undecided: about {samples_needed} more canary samples needed; {numbers}"
-
-
-def _samples_needed(
-    intervals: Sequence[IntervalStats], path: JudgePath, config: JudgeConfig, lp_reg: float, lp_nw: float
-) -> int:
-    """Further labelled canary samples until the current estimate would cross the boundary it is
-    heading for, at the current split, and at least what the minimum-sample rules still require."""
-    est = path.estimator
-    info = float(est.information[-1])
-    theta, margin = float(est.theta_hat[-1]), float(path.margin[-1])
-    n_c = float(est.n_canary[-1])
-    if theta > margin:
-        alpha, floor = config.alpha_rollback, config.min_samples_before_rollback
-        already = lp_reg <= math.log(alpha)
-    else:
-        alpha, floor = config.alpha_promote, config.min_samples_before_promote
-        already = lp_nw <= math.log(alpha)
-    quota = max(floor - n_c, 0.0)
-    if already:
-        return _clip_int(quota)
-    if info <= 0:
-        # No stratum yet: the estimate has no direction; the next milestone is the rollback quota.
-        return _clip_int(max(config.min_samples_before_rollback - n_c, 1.0))
-    target = information_to_cross(abs(theta - margin), max(margin, MIN_MARGIN_NATS), info, alpha)
-    p = _canary_fraction(intervals, est.stratum)
-    if not math.isfinite(target) or not 0 < p < 1:
-        return MAX_SAMPLES_NEEDED
-    var_b, var_c = float(est.var_baseline[-1]), float(est.var_canary[-1])
-    # Information per canary sample at split p: 1 / (var_c + var_b * p / (1 - p)).
-    per_sample = var_c + var_b * p / (1.0 - p)
-    return _clip_int(max((target - info) * per_sample, quota))
-
-
-def _empty_result(config: JudgeConfig, reason: str) -> JudgeResult:
-    margin = config.margin if config.margin is not None else 0.0
-    return JudgeResult(
-        verdict=LossVerdict.INSUFFICIENT_DATA,
-        theta_hat=0.0,
-        cs_low=-MAX_LOSS_NATS,
-        cs_high=MAX_LOSS_NATS,
-        p_regression=1.0,
-        p_not_worse=1.0,
-        information=0.0,
-        n_baseline=0.0,
-        n_canary=0.0,
-        mean_baseline=0.0,
-        mean_canary=0.0,
-        margin=margin,
-        samples_needed=_clip_int(config.min_samples_before_rollback),
-        catastrophic=False,
-        reason=f"insufficient data: {reason}",
-        cs_level=config.cs_level,
-    )
+    at = reported_look(path, running_bounds(path, config), decision.look, decision.crossed)
+    dropped = int(np.count_nonzero(~used))
+    last = latest_look(path, len(intervals), dropped, _canary_fraction(intervals, path.estimator.stratum))
+    return report(decision.verdict, at, last, config)

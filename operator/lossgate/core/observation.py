@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
 from lossgate.core.evidence import Weights
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
 from lossgate.model import API_GROUP
+from lossgate.model.status import TrainingHealthStatus
 
 ANNOTATION_PREFIX = f"{API_GROUP}/"
 
@@ -178,6 +180,10 @@ class HealthEvidence:
     rank_divergence: float | None = None
     loss_scale_collapse: bool = False
     validation_delta: float | None = None
+    assessed_at: datetime | None = None  # when the run was read; None: this tick
+    run: str | None = None  # the run read
+    last_step: float | None = None  # its latest training step
+    finished: bool = False  # no step since the previous read: not read again
 
     def __post_init__(self) -> None:
         for name in ("max_grad_norm_z", "rank_divergence", "validation_delta"):
@@ -194,6 +200,24 @@ class HealthEvidence:
             rank_divergence=r.rank_divergence,
             loss_scale_collapse=bool(r.loss_scale_collapse),
             validation_delta=r.validation_delta,
+        )
+
+    @classmethod
+    def from_status(cls, h: TrainingHealthStatus) -> HealthEvidence:
+        """The verdict status kept from the last read of the run (read again every few intervals)."""
+        return cls(
+            verdict=HealthVerdict(h.verdict),
+            reasons=tuple(h.reasons),
+            nonfinite_steps=h.non_finite_steps,
+            grad_norm_spikes=h.grad_norm_spikes,
+            max_grad_norm_z=h.max_grad_norm_z,
+            rank_divergence=h.rank_divergence,
+            loss_scale_collapse=h.loss_scale_collapse,
+            validation_delta=h.validation_delta,
+            assessed_at=h.updated_at,
+            run=h.run,
+            last_step=h.last_step,
+            finished=h.finished,
         )
 
 

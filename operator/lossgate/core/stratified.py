@@ -81,6 +81,11 @@ class StratifiedPath:
     sum_canary: FloatArray
     var_baseline: FloatArray  # the predictable variance of the next stratum (after this look)
     var_canary: FloatArray
+    sumsq_baseline: FloatArray  # cumulative sums of squares in strata
+    sumsq_canary: FloatArray
+    weighted_diff: FloatArray  # cumulative sum of w_k D_k
+    tail_baseline: FloatArray  # cumulative tail events in strata (clamped to [0, n])
+    tail_canary: FloatArray
 
 
 def arm_valid(arm: ArmArrays, used: ArrayLike) -> BoolArray:
@@ -97,10 +102,23 @@ def arm_valid(arm: ArmArrays, used: ArrayLike) -> BoolArray:
     return out
 
 
-def _before(x: FloatArray) -> FloatArray:
-    """Cumulative sum through k-1 at position k (0 at k = 0)."""
-    c = np.cumsum(x, axis=-1)
-    out = np.zeros_like(c)
+def running_sum(x: ArrayLike, start: ArrayLike = 0.0) -> FloatArray:
+    """Cumulative sum along the last axis continuing from `start` (the total before the first element).
+
+    Sequential, like np.cumsum: a history judged in chunks, each continuing from the previous chunk's
+    last total, gives bitwise the same sums as the whole history at once.
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    head = np.broadcast_to(np.asarray(start, dtype=np.float64)[..., None], (*xs.shape[:-1], 1))
+    out: FloatArray = np.cumsum(np.concatenate([head, xs], axis=-1), axis=-1)[..., 1:]
+    return out
+
+
+def _before(x: FloatArray, start: ArrayLike) -> FloatArray:
+    """Cumulative sum through k-1 at position k (`start` at the first position)."""
+    c = running_sum(x, start)
+    out = np.empty_like(c)
+    out[..., :1] = np.asarray(start, dtype=np.float64)[..., None]
     out[..., 1:] = c[..., :-1]
     return out
 
@@ -128,8 +146,34 @@ def _predictable(
     return centre_b, var_b, centre_c, var_c
 
 
-def stratified_path(baseline: ArmArrays, canary: ArmArrays, used: ArrayLike) -> StratifiedPath:
-    """The strata and the running estimate over every prefix of the intervals at once."""
+@dataclass(frozen=True)
+class Totals:
+    """Running sums over the strata judged so far: where a chunk of further intervals continues from.
+
+    Each field is a scalar (or an array of the leading shape) at one look."""
+
+    n_b: FloatArray | float = 0.0
+    sum_b: FloatArray | float = 0.0
+    sumsq_b: FloatArray | float = 0.0
+    n_c: FloatArray | float = 0.0
+    sum_c: FloatArray | float = 0.0
+    sumsq_c: FloatArray | float = 0.0
+    information: FloatArray | float = 0.0
+    weighted_diff: FloatArray | float = 0.0  # sum of w_k D_k
+    tail_b: FloatArray | float = 0.0  # tail events in strata
+    tail_c: FloatArray | float = 0.0
+
+
+def stratified_path(
+    baseline: ArmArrays,
+    canary: ArmArrays,
+    used: ArrayLike,
+    start: Totals | None = None,
+    tails: tuple[ArrayLike, ArrayLike] | None = None,
+) -> StratifiedPath:
+    """The strata and the running estimate over every prefix of the intervals at once, continuing
+    from `start` (the totals after earlier intervals; none before the first)."""
+    t0 = start or Totals()
     stratum = arm_valid(baseline, used) & arm_valid(canary, used)
     nb = np.where(stratum, baseline.n, 0.0)
     sb = np.where(stratum, baseline.sum, 0.0)
@@ -139,7 +183,12 @@ def stratified_path(baseline: ArmArrays, canary: ArmArrays, used: ArrayLike) -> 
     qc = np.where(stratum, canary.sumsq, 0.0)
 
     centre_b, var_b, centre_c, var_c = _predictable(
-        _before(nb), _before(sb), _before(qb), _before(nc), _before(sc), _before(qc)
+        _before(nb, t0.n_b),
+        _before(sb, t0.sum_b),
+        _before(qb, t0.sumsq_b),
+        _before(nc, t0.n_c),
+        _before(sc, t0.sum_c),
+        _before(qc, t0.sumsq_c),
     )
     safe_nb = np.where(stratum, nb, 1.0)
     safe_nc = np.where(stratum, nc, 1.0)
@@ -148,12 +197,15 @@ def stratified_path(baseline: ArmArrays, canary: ArmArrays, used: ArrayLike) -> 
     dev2_b = np.where(stratum, np.maximum(qb - 2 * centre_b * sb + nb * centre_b**2, 0.0), 0.0)
     dev2_c = np.where(stratum, np.maximum(qc - 2 * centre_c * sc + nc * centre_c**2, 0.0), 0.0)
 
-    info = np.cumsum(weight, axis=-1)
-    wd = np.cumsum(weight * diff, axis=-1)
+    info = running_sum(weight, t0.information)
+    wd = running_sum(weight * diff, t0.weighted_diff)
     theta = np.where(info > 0, wd / np.where(info > 0, info, 1.0), 0.0)
-    cnb, csb, cqb = np.cumsum(nb, -1), np.cumsum(sb, -1), np.cumsum(qb, -1)
-    cnc, csc, cqc = np.cumsum(nc, -1), np.cumsum(sc, -1), np.cumsum(qc, -1)
+    cnb, csb, cqb = running_sum(nb, t0.n_b), running_sum(sb, t0.sum_b), running_sum(qb, t0.sumsq_b)
+    cnc, csc, cqc = running_sum(nc, t0.n_c), running_sum(sc, t0.sum_c), running_sum(qc, t0.sumsq_c)
     _, next_var_b, _, next_var_c = _predictable(cnb, csb, cqb, cnc, csc, cqc)
+    tail_b, tail_c = (np.zeros_like(nb), np.zeros_like(nc)) if tails is None else tails
+    ctb = running_sum(np.where(stratum, _tail_count(tail_b, nb), 0.0), t0.tail_b)
+    ctc = running_sum(np.where(stratum, _tail_count(tail_c, nc), 0.0), t0.tail_c)
     return StratifiedPath(
         stratum=stratum,
         n_b=safe_nb,
@@ -170,6 +222,35 @@ def stratified_path(baseline: ArmArrays, canary: ArmArrays, used: ArrayLike) -> 
         n_canary=cnc,
         sum_baseline=csb,
         sum_canary=csc,
+        sumsq_baseline=cqb,
+        sumsq_canary=cqc,
+        weighted_diff=wd,
         var_baseline=next_var_b,
         var_canary=next_var_c,
+        tail_baseline=ctb,
+        tail_canary=ctc,
     )
+
+
+def totals_at(path: StratifiedPath, k: int = -1) -> Totals:
+    """The running sums after look k, for continuing with further intervals."""
+    at = (Ellipsis, k)
+    return Totals(
+        n_b=path.n_baseline[at],
+        sum_b=path.sum_baseline[at],
+        sumsq_b=path.sumsq_baseline[at],
+        n_c=path.n_canary[at],
+        sum_c=path.sum_canary[at],
+        sumsq_c=path.sumsq_canary[at],
+        information=path.information[at],
+        weighted_diff=path.weighted_diff[at],
+        tail_b=path.tail_baseline[at],
+        tail_c=path.tail_canary[at],
+    )
+
+
+def _tail_count(tail: ArrayLike, n: FloatArray) -> FloatArray:
+    """Tail events clamped to [0, n]: a glitching bucket cannot exceed its arm's count."""
+    with np.errstate(invalid="ignore"):
+        out: FloatArray = np.clip(np.nan_to_num(np.asarray(tail, dtype=np.float64)), 0.0, n)
+    return out

@@ -112,5 +112,8 @@ def training_status(h: HealthEvidence, now: datetime) -> TrainingHealthStatus:
         rank_divergence=sig(h.rank_divergence),
         loss_scale_collapse=h.loss_scale_collapse,
         validation_delta=sig(h.validation_delta),
-        updated_at=now,
+        run=h.run,
+        last_step=h.last_step,
+        finished=h.finished,
+        updated_at=h.assessed_at or now,
     )

@@ -23,6 +23,8 @@ class ConditionType(StrEnum):
     # Written by the reconciler, never by decide(): decide() leaves conditions it does not own alone.
     SPEC_VALID = "SpecValid"  # the spec parsed and passed the operator's own checks
     ROUTER_READY = "RouterReady"  # the HTTPRoute / VirtualService / Deployments exist and can be written
+    # False when the last tick could not run: status unreadable, the tick crashed or timed out.
+    RECONCILED = "Reconciled"
 
 
 class ConditionStatus(StrEnum):
@@ -75,6 +77,11 @@ class Reason(StrEnum):
     SPEC_OK = "SpecOK"
     INVALID_SPEC = "InvalidSpec"
     ROUTER_OK = "RouterOK"
+    # Reconciler-owned (Reconciled)
+    TICK_OK = "TickOK"
+    STATUS_UNREADABLE = "StatusUnreadable"  # .status does not validate: nothing is decided until fixed
+    TICK_FAILED = "TickFailed"  # the tick raised (a bug): retried with back-off
+    TICK_TIMED_OUT = "TickTimedOut"  # the tick ran past LOSSGATE_TICK_TIMEOUT_S
 
 
 class Condition(ApiModel):

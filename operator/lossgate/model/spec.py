@@ -47,6 +47,13 @@ class BaselineRef(ApiModel):
     deployment: ObjectName | None = Field(
         default=None, description="Deployment of the baseline (required for replicas routing)."
     )
+    training_run: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Value of the `run` label on the training metrics of the run that produced the "
+        "baseline; its latest validation loss on the same holdout is what the canary run's is compared with.",
+    )
 
 
 class CanaryRef(ApiModel):

@@ -58,6 +58,24 @@ class AnalysisStatus(ApiModel):
     updated_at: Timestamp | None = None
 
 
+class JudgeState(ApiModel):
+    """The judge's running state, so each tick reads only the intervals closed since the last one.
+
+    Fixed size whatever the rollout's age, and restart-safe: the operator continues from it after a
+    restart with the very numbers it would have had. Not meant for people; when it does not match the
+    rollout (another start, spec or interval) the operator rebuilds it from the rollout's start.
+    """
+
+    origin_ms: int = Field(description="Unix ms the analysis intervals are aligned to (the rollout's start).")
+    through_ms: int = Field(description="Unix ms where the last interval judged ends.")
+    interval_ms: int = Field(ge=1)
+    fingerprint: str = Field(max_length=64, description="Of the judge's configuration and series.")
+    looks: int = Field(ge=0, description="Intervals judged.")
+    step_start_ms: int = Field(description="Start of the step canarySamplesInStep counts from.")
+    canary_samples_in_step: float = 0.0
+    numbers: dict[str, list[float]] = Field(default_factory=dict, description="The judge's running sums.")
+
+
 class TrainingHealthStatus(ApiModel):
     verdict: str = Field(description="Pass | Warn | Fail | Unknown")
     reasons: list[str] = Field(default_factory=list)
@@ -67,6 +85,11 @@ class TrainingHealthStatus(ApiModel):
     rank_divergence: float | None = None
     loss_scale_collapse: bool = False
     validation_delta: float | None = None
+    run: str | None = Field(default=None, description="The training run this verdict is about.")
+    last_step: float | None = Field(default=None, description="The latest training step read.")
+    finished: bool = Field(
+        default=False, description="No step since the previous read: the run is over and not read again."
+    )
     updated_at: Timestamp | None = None
 
 
@@ -117,6 +140,7 @@ class ModelRolloutStatus(ApiModel):
     manually_paused: bool = False
     canary_scaled_down: bool = False
     analysis: AnalysisStatus | None = None
+    judge_state: JudgeState | None = None
     training_health: TrainingHealthStatus | None = None
     conditions: list[Condition] = Field(
         default_factory=list,

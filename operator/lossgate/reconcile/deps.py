@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import tempfile
@@ -12,13 +11,17 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from lossgate.adapters.kube import RolloutObjects, typed
+from lossgate.adapters.kube import CanaryPodVersions, RolloutObjects, typed
 from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
-from lossgate.adapters.routers import RouteRef, make_router
+from lossgate.adapters.routers import RouteCache, RouteRef, make_router
 from lossgate.core.evidence import Problem
 from lossgate.model.analysis import PrometheusSource
-from lossgate.ports import Clock, MetricsSource, TrafficRouter
+from lossgate.ports import CanaryPodsRef, Clock, TrafficRouter, VersionSource
+from lossgate.reconcile.batching import LossBatcher
+from lossgate.reconcile.limits import EndpointLimiter, LimitedMetrics
+from lossgate.reconcile.secrets import SecretCache
 from lossgate.reconcile.telemetry import OperatorMetrics
+from lossgate.reconcile.wake import Wakeups
 
 
 class SystemClock:
@@ -31,8 +34,17 @@ class OperatorConfig:
     """Operator-wide settings (flags or LOSSGATE_* environment variables)."""
 
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
-    max_concurrent_analyses: int = 8
+    # Prometheus queries in flight at once per endpoint (address + credentials); see reconcile/limits.py.
+    max_concurrent_per_prometheus: int = 4
+    # Longest wait for one of those slots; past it that read is Unavailable ("saturated").
+    prometheus_queue_timeout: timedelta = timedelta(seconds=20)
+    # A whole tick (observe, decide, apply, status write); past it: Reconciled=False, retried.
+    tick_timeout: timedelta = timedelta(minutes=2)
+    # Prometheus credentials are read again after this long (and at once when Prometheus refuses them).
+    secret_refresh: timedelta = timedelta(seconds=60)
     metrics_port: int = 8090
+    # Ticks wake on multiples of this (wall clock), so rollouts due together read Prometheus in one batch.
+    tick_quantum_s: float = 1.0
     training_lookback: timedelta = timedelta(hours=6)
     # Read up to this long before now: a sample still being scraped would otherwise be missed and the
     # last interval change on the next read. About one scrape interval of the Prometheus in use.
@@ -43,11 +55,28 @@ class OperatorConfig:
         ns = tuple(n for n in os.environ.get("LOSSGATE_NAMESPACES", "").split(",") if n.strip())
         return cls(
             namespaces=ns,
-            max_concurrent_analyses=int(os.environ.get("LOSSGATE_MAX_CONCURRENT_ANALYSES", "8")),
+            max_concurrent_per_prometheus=_env_count("LOSSGATE_MAX_CONCURRENT_PER_PROMETHEUS", 4),
+            prometheus_queue_timeout=_seconds("LOSSGATE_PROMETHEUS_QUEUE_TIMEOUT_S", 20),
+            tick_timeout=_seconds("LOSSGATE_TICK_TIMEOUT_S", 120),
+            secret_refresh=_seconds("LOSSGATE_SECRET_REFRESH_S", 60),
             metrics_port=int(os.environ.get("LOSSGATE_METRICS_PORT", "8090")),
-            training_lookback=timedelta(seconds=_env_float("LOSSGATE_TRAINING_LOOKBACK_S", 21600)),
-            scrape_lag=timedelta(seconds=_env_float("LOSSGATE_SCRAPE_LAG_S", 15)),
+            tick_quantum_s=_env_float("LOSSGATE_TICK_QUANTUM_S", 1.0),
+            training_lookback=_seconds("LOSSGATE_TRAINING_LOOKBACK_S", 21600),
+            scrape_lag=_seconds("LOSSGATE_SCRAPE_LAG_S", 15),
         )
+
+
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{name}={raw!r} is not a whole number >= 1; unset it or give e.g. {default}")
+    return int(raw)
+
+
+def _seconds(name: str, default: float) -> timedelta:
+    return timedelta(seconds=_env_float(name, default))
 
 
 def _env_float(name: str, default: float) -> float:
@@ -75,46 +104,37 @@ class Deps:
     settings: OperatorConfig = field(default_factory=OperatorConfig)
     clock: Clock = field(default_factory=SystemClock)
     telemetry: OperatorMetrics = field(default_factory=OperatorMetrics)
+    wakeups: Wakeups = field(default_factory=Wakeups)
+    # The route objects the routers read, fed by the watches in handlers.py (adapters/routers/cache.py).
+    routes: RouteCache = field(default_factory=RouteCache)
     _prom: dict[PrometheusConfig, PrometheusMetrics] = field(default_factory=dict)
-    _semaphore: asyncio.Semaphore | None = None
+    _limiters: dict[tuple[str, str], EndpointLimiter] = field(default_factory=dict)
+    _batchers: dict[PrometheusConfig, LossBatcher] = field(default_factory=dict)
+    # The config each (namespace, source) resolved to last: a rotated token retires the old client.
+    _current: dict[tuple[str, str], PrometheusConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.objects = RolloutObjects(self.api_client)
+        # A lambda, not the bound method: tests swap `objects` for a fake after construction.
+        self.secrets = SecretCache(
+            lambda ns, name: self.objects.read_secret(ns, name), self.clock, self.settings.secret_refresh
+        )
         self._ca_dir = Path(tempfile.mkdtemp(prefix="lossgate-ca-"))
 
-    @property
-    def semaphore(self) -> asyncio.Semaphore:
-        if self._semaphore is None:  # created lazily: it must belong to kopf's event loop
-            self._semaphore = asyncio.Semaphore(self.settings.max_concurrent_analyses)
-        return self._semaphore
-
     def router(self, ref: RouteRef) -> TrafficRouter:
-        return make_router(ref, self.api_client)
+        # get_weights() reads the watched copy when there is one; set_weights() always goes to the API.
+        return make_router(ref, self.api_client, self.routes)
 
-    def metrics(self, namespace: str, source: PrometheusSource) -> MetricsSource | Problem:
-        """A Prometheus client for a rollout's source, with its Secrets resolved (one per distinct config)."""
-        token = basic = ca = None
-        if source.bearer_token_secret_ref is not None:
-            ref = source.bearer_token_secret_ref
-            token = self.objects.secret_value(namespace, ref.name, ref.key)
-            if isinstance(token, Problem):
-                return _secret_problem(token, "bearerTokenSecretRef")
-        if source.basic_auth_secret_ref is not None:
-            b = source.basic_auth_secret_ref
-            user = self.objects.secret_value(namespace, b.name, b.username_key)
-            password = self.objects.secret_value(namespace, b.name, b.password_key)
-            for v in (user, password):
-                if isinstance(v, Problem):
-                    return _secret_problem(v, "basicAuthSecretRef")
-            basic = (str(user), str(password))
-        if source.ca_secret_ref is not None:
-            pem = self.objects.secret_value(namespace, source.ca_secret_ref.name, source.ca_secret_ref.key)
-            if isinstance(pem, Problem):
-                return _secret_problem(pem, "caSecretRef")
-            ca = self._ca_file(pem)
+    async def metrics(self, namespace: str, source: PrometheusSource) -> LimitedMetrics | Problem:
+        """A Prometheus client for a rollout's source, with its Secrets resolved (cached) and its
+        endpoint's concurrency limit; one PrometheusMetrics per distinct config."""
+        creds = await self._credentials(namespace, source)
+        if isinstance(creds, Problem):
+            return creds
+        token, basic, ca, used = creds
         cfg = PrometheusConfig(
             address=source.address,
-            bearer_token=token if isinstance(token, str) else None,
+            bearer_token=token,
             basic_auth=basic,
             ca_bundle=ca,
             insecure_skip_verify=source.insecure_skip_verify,
@@ -122,7 +142,77 @@ class Deps:
         )
         if cfg not in self._prom:
             self._prom[cfg] = PrometheusMetrics(cfg)
-        return self._prom[cfg]
+        old = self._current.get((namespace, source.model_dump_json()))
+        self._current[(namespace, source.model_dump_json())] = cfg
+        if old is not None and old != cfg:
+            self._retire(old)
+
+        def refused() -> None:  # Prometheus refused these credentials: read the Secrets again
+            for name in used:
+                self.secrets.invalidate(namespace, name)
+
+        limiter = self._limiter(cfg)
+        limited = LimitedMetrics(self._prom[cfg], limiter, source.address, refused)
+        if cfg not in self._batchers:
+            self._batchers[cfg] = LossBatcher(self._prom[cfg], limiter, limited.busy)
+        limited.batcher = self._batchers[cfg]
+        return limited
+
+    def versions(self, ref: CanaryPodsRef) -> VersionSource:
+        """Which version the canary's Ready pods serve (adapters/kube/versions.py)."""
+        return CanaryPodVersions(ref, self.api_client)
+
+    async def _credentials(
+        self, namespace: str, source: PrometheusSource
+    ) -> tuple[str | None, tuple[str, str] | None, str | None, list[str]] | Problem:
+        token = ca = None
+        basic: tuple[str, str] | None = None
+        used: list[str] = []
+        if source.bearer_token_secret_ref is not None:
+            ref = source.bearer_token_secret_ref
+            used.append(ref.name)
+            got = await self.secrets.value(namespace, ref.name, ref.key)
+            if isinstance(got, Problem):
+                return _secret_problem(got, "bearerTokenSecretRef")
+            token = got
+        if source.basic_auth_secret_ref is not None:
+            b = source.basic_auth_secret_ref
+            used.append(b.name)
+            user = await self.secrets.value(namespace, b.name, b.username_key)
+            password = await self.secrets.value(namespace, b.name, b.password_key)
+            if isinstance(user, Problem):
+                return _secret_problem(user, "basicAuthSecretRef")
+            if isinstance(password, Problem):
+                return _secret_problem(password, "basicAuthSecretRef")
+            basic = (user, password)
+        if source.ca_secret_ref is not None:
+            c = source.ca_secret_ref
+            used.append(c.name)
+            pem = await self.secrets.value(namespace, c.name, c.key)
+            if isinstance(pem, Problem):
+                return _secret_problem(pem, "caSecretRef")
+            ca = self._ca_file(pem)
+        return token, basic, ca, used
+
+    def _limiter(self, cfg: PrometheusConfig) -> EndpointLimiter:
+        key = _endpoint(cfg)
+        if key not in self._limiters:
+            s = self.settings
+            self._limiters[key] = EndpointLimiter(
+                cfg.address, s.max_concurrent_per_prometheus, s.prometheus_queue_timeout.total_seconds()
+            )
+        return self._limiters[key]
+
+    def _retire(self, cfg: PrometheusConfig) -> None:
+        """Forget a config no source uses any more (its token was rotated, its address edited).
+        Calls in flight keep their client alive until they return; its sessions close with it."""
+        if cfg in self._current.values():
+            return
+        self._prom.pop(cfg, None)
+        self._batchers.pop(cfg, None)
+        key = _endpoint(cfg)
+        if all(_endpoint(c) != key for c in self._current.values()) and key in self._limiters:
+            self._limiters.pop(key).retire()
 
     def _ca_file(self, pem: str) -> str:
         path = self._ca_dir / f"{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
@@ -131,9 +221,17 @@ class Deps:
         return str(path)
 
     def close(self) -> None:
+        for limiter in self._limiters.values():
+            limiter.close()
         for m in self._prom.values():
             m.close()
         typed.close(self.api_client)
+
+
+def _endpoint(cfg: PrometheusConfig) -> tuple[str, str]:
+    """One limit per server and identity: tenants of one multi-tenant gateway do not share slots."""
+    secret = repr((cfg.bearer_token, cfg.basic_auth)).encode()
+    return cfg.address.rstrip("/"), hashlib.sha256(secret).hexdigest()[:16]
 
 
 def _secret_problem(p: Problem, field_name: str) -> Problem:

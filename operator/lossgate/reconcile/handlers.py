@@ -1,5 +1,7 @@
-"""kopf handlers: thin. Startup builds the dependencies; a daemon per ModelRollout runs ticks;
-a validation handler rejects bad specs once (no retry storm); a finalizer restores the baseline.
+"""kopf handlers: thin. Startup builds the dependencies; a daemon per ModelRollout runs ticks
+(loop.py), woken early by an event handler on spec edits and command annotations (wake.py); a
+validation handler rejects bad specs once (no retry storm); a finalizer restores the baseline.
+Startup also starts the watches that keep the routers' read cache (route_cache.py).
 
 Run with `lossgate operator` (or `kopf run -m lossgate.reconcile.handlers`).
 """
@@ -12,14 +14,18 @@ from typing import Any
 
 import kopf
 
+from lossgate.adapters.routers.k8s import REQUEST_TIMEOUT
 from lossgate.adapters.spec_refs import SpecProblem, route_ref
 from lossgate.core.actions import EmitEvent
 from lossgate.core.evidence import Problem, Weights
-from lossgate.model import API_GROUP, API_VERSION, PLURAL, ModelRolloutSpec
+from lossgate.model import API_GROUP, API_VERSION, PLURAL, ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.status import Phase
 from lossgate.ports import RouterErrorKind
+from lossgate.reconcile import loop, route_cache
 from lossgate.reconcile.deps import Deps, OperatorConfig, load_api_client
-from lossgate.reconcile.rollout import parse_spec, report_invalid, status_of, tick
+from lossgate.reconcile.rollout import report_invalid
+from lossgate.reconcile.spec_check import parse_spec
+from lossgate.reconcile.status_io import status_of
 
 GROUP, VERSION = API_GROUP, API_VERSION
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -28,6 +34,8 @@ _GONE = {
     RouterErrorKind.CRD_MISSING.value,
     RouterErrorKind.BACKEND_NOT_FOUND.value,
 }
+
+logging.getLogger("kopf.objects").addFilter(route_cache.QuietCacheHandlers())
 
 
 @kopf.on.startup()
@@ -40,11 +48,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.posting.level = logging.WARNING  # our decisions post their own Events
     settings.watching.server_timeout = 300
+    # kopf's own calls (patches, Events) get the same bounds as ours (adapters/routers/k8s.py).
+    settings.networking.connect_timeout = REQUEST_TIMEOUT[0]
+    settings.networking.request_timeout = sum(REQUEST_TIMEOUT)
     if "deps" not in memo:  # tests may pass a memo with their own Deps
         memo["deps"] = Deps(api_client=load_api_client(), settings=OperatorConfig.from_env())
     deps: Deps = memo["deps"]
     if deps.settings.metrics_port > 0:
         deps.telemetry.serve(deps.settings.metrics_port)
+    # Before kopf starts watching: a watch the API server refuses would stop the whole operator.
+    kinds = await asyncio.to_thread(route_cache.watchable, deps.api_client, deps.settings.namespaces)
+    route_cache.start_watches(kinds)
 
 
 @kopf.on.cleanup()
@@ -82,26 +96,29 @@ async def validate(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def analyse(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
 ) -> None:
-    """The rollout loop: one tick, then sleep for the decision's requeue (a live body sees spec edits)."""
+    """The rollout loop: one tick, then sleep for the decision's requeue (a live body sees spec edits)
+    or until wake_on_change wakes it."""
+    await loop.run(memo["deps"], body, _emitter(body), stopped, logger)
+
+
+@kopf.on.event(*RESOURCE)
+async def wake_on_change(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the rollout's daemon on a spec edit or a command annotation (writes nothing: no loop)."""
     deps: Deps = memo["deps"]
-    emit = _emitter(body)
-    while not stopped:
-        try:
-            async with deps.semaphore:
-                requeue = await tick(deps, body, emit)
-        except Exception:  # a bug must not kill the loop of this rollout: log, back off, try again
-            logger.exception("analysis tick failed; retrying in 30s")
-            requeue_s = 30.0
-        else:
-            requeue_s = max(1.0, requeue.total_seconds())
-        await stopped.wait(requeue_s)
+    uid = str(body.get("metadata", {}).get("uid") or "")
+    if event.get("type") == "DELETED":
+        deps.wakeups.forget(uid)
+    else:
+        deps.wakeups.saw(uid, body)
 
 
 @kopf.on.delete(*RESOURCE)
 async def restore_baseline(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     """Deleted mid-rollout: route 100% back to the baseline. After promotion the canary keeps its traffic."""
     deps: Deps = memo["deps"]
-    if status_of(body).phase == Phase.PROMOTED:
+    read = status_of(body)  # an unreadable status still says, as a string, whether it was promoted
+    phase = read.phase.value if isinstance(read, ModelRolloutStatus) else read.phase
+    if phase == Phase.PROMOTED.value:
         return
     spec = parse_spec(body)
     if not isinstance(spec, ModelRolloutSpec):

@@ -1,38 +1,27 @@
-"""Observe one ModelRollout: read the router, Prometheus and the training run, and judge.
+"""Observe one ModelRollout: read the router, Prometheus, the training runs and the canary's version.
 
-Everything blocking runs in threads (asyncio.to_thread) so one slow Prometheus never stalls the
-event loop that serves the other rollouts.
+Only reads: judging is core.step's, deciding core.machine's. Every read runs in a thread
+(asyncio.to_thread) and the reads run concurrently, so one slow backend never stalls the event loop
+that serves the other rollouts. The loss read covers only the intervals closed since the judge's state
+in status ends, so a tick costs the same on a rollout's first day as on its tenth.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lossgate.adapters.spec_refs import health_config, judge_config
-from lossgate.core.evidence import Problem, Weights
-from lossgate.core.health import assess
-from lossgate.core.judge import evaluate
-from lossgate.core.observation import HealthEvidence, LossEvidence, Observation, command_from_annotations
-from lossgate.core.timeline import weight_timeline, with_weights
+from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
+from lossgate.core.observation import command_from_annotations
+from lossgate.core.step import Gathered, LossPlan, training_due
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
-from lossgate.ports import LossSeriesRef, MetricsErrorKind, MetricsSource, TrafficRouter
+from lossgate.ports import LossSeriesRef, MetricsSource, TrafficRouter, VersionSource
+from lossgate.reconcile.limits import read_loss_intervals, read_training_run
 
 TRAINING_POINTS = 2000  # Prometheus answers at most 11,000 points per series; stay well under
 
 
-@dataclass(frozen=True)
-class Observed:
-    """The Observation for decide(), and what the reconciler reports besides it."""
-
-    observation: Observation
-    router_problem: Problem | None
-    metrics_problem: Problem | None
-    training_problem: Problem | None
-
-
-async def observe(
+async def gather(
     *,
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
@@ -41,81 +30,78 @@ async def observe(
     router: TrafficRouter,
     metrics: MetricsSource | Problem,
     loss_ref: LossSeriesRef,
+    plan: LossPlan | None,
     now: datetime,
     training_lookback: timedelta,
     scrape_lag: timedelta = timedelta(0),
-) -> Observed:
+    versions: VersionSource | None = None,
+) -> Gathered:
     weights_task = asyncio.to_thread(router.get_weights)
-    loss_task = _loss(spec, status, metrics, loss_ref, now - scrape_lag)
-    health_task = _health(spec, metrics, now, training_lookback)
-    weights, (loss, in_step, metrics_problem), (health, training_problem) = await asyncio.gather(
-        weights_task, loss_task, health_task
+    loss_task = _loss(
+        spec, metrics, loss_ref, plan, now - scrape_lag, probe=plan is None and not status.terminal
     )
-    router_problem = weights if isinstance(weights, Problem) else None
-    unavailable = metrics_problem is not None and metrics_problem.kind != MetricsErrorKind.PARTIAL.value
-    obs = Observation(
+    training_task = _training(spec, status, metrics, now, training_lookback)
+    version_task = _version(versions)
+    weights, (loss, probe), training, version = await asyncio.gather(
+        weights_task, loss_task, training_task, version_task
+    )
+    return Gathered(
         generation=generation,
-        loss=loss,
-        health=health,
-        metrics_available=not unavailable,
-        metrics_problem=metrics_problem.message if unavailable and metrics_problem else None,
-        actual_weights=weights if isinstance(weights, Weights) else None,
-        canary_samples_in_step=in_step,
         command=command_from_annotations(annotations),
+        weights=weights,
+        loss=loss,
+        loss_probe=probe,
+        training=training,
+        canary_version=version,
     )
-    return Observed(obs, router_problem, metrics_problem, training_problem)
 
 
 async def _loss(
     spec: ModelRolloutSpec,
-    status: ModelRolloutStatus,
     metrics: MetricsSource | Problem,
     ref: LossSeriesRef,
-    now: datetime,
-) -> tuple[LossEvidence | None, float, Problem | None]:
+    plan: LossPlan | None,
+    end: datetime,
+    probe: bool,
+) -> tuple[list[IntervalStats] | Problem | None, Problem | None]:
+    """(intervals closed since the plan's start, the probe's problem before the start)."""
     if isinstance(metrics, Problem):
-        return None, 0.0, metrics
-    started = status.step_starts[0].at if status.step_starts else None
-    if started is None or status.terminal:
+        return (metrics, None) if plan is not None else (None, metrics if probe else None)
+    if plan is None:
+        if not probe:
+            return None, None
         # Before traffic moves there is nothing to judge; still check that Prometheus answers, so a
         # rollout never starts blind (a missing canary series is expected: it has no traffic yet).
-        probe = await asyncio.to_thread(
-            metrics.loss_intervals,
-            ref,
-            now - spec.analysis.interval * 2,
-            now,
-            spec.analysis.interval.total_seconds(),
-        )
-        problem = probe if isinstance(probe, Problem) else None
-        if problem is not None and problem.kind == MetricsErrorKind.PARTIAL.value:
-            problem = None
-        return None, 0.0, problem
-    if now <= started:  # reading lags the clock: right after the start no interval has closed yet
-        return LossEvidence.from_judge(evaluate([], judge_config(spec))), 0.0, None
-    got = await asyncio.to_thread(
-        metrics.loss_intervals, ref, started, now, spec.analysis.interval.total_seconds()
-    )
-    if isinstance(got, Problem):
-        if got.kind == MetricsErrorKind.PARTIAL.value:  # the canary has no labels yet: no evidence
-            return LossEvidence.from_judge(evaluate([], judge_config(spec))), 0.0, got
-        return None, 0.0, got
-    intervals = with_weights(got, weight_timeline(status))
-    result = await asyncio.to_thread(evaluate, intervals, judge_config(spec))
-    step_start = status.step_starts[-1].at.timestamp()
-    in_step = sum(iv.canary.n for iv in intervals if iv.start >= step_start)
-    return LossEvidence.from_judge(result, cs_level=result.cs_level), float(in_step), None
+        interval = spec.analysis.interval
+        got = await read_loss_intervals(metrics, ref, end - interval * 2, end, interval.total_seconds())
+        return None, got if isinstance(got, Problem) else None
+    if end <= plan.start:  # reading lags the clock: no further interval can have closed
+        return [], None
+    got = await read_loss_intervals(metrics, ref, plan.start, end, plan.interval_s)
+    return got, None
 
 
-async def _health(
-    spec: ModelRolloutSpec, metrics: MetricsSource | Problem, now: datetime, lookback: timedelta
-) -> tuple[HealthEvidence | None, Problem | None]:
+async def _training(
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    metrics: MetricsSource | Problem,
+    now: datetime,
+    lookback: timedelta,
+) -> TrainingRun | Problem | None:
     run = spec.canary.training_run
-    if run is None or not spec.analysis.gradient_health.enabled:
-        return None, None
+    if run is None or not training_due(spec, status, now):
+        return None
     if isinstance(metrics, Problem):
-        return None, metrics
+        return metrics
     step_s = max(1.0, lookback.total_seconds() / TRAINING_POINTS)
-    got = await asyncio.to_thread(metrics.training_run, run, None, now - lookback, now, step_s)
-    if isinstance(got, Problem):
-        return None, got
-    return HealthEvidence.from_health(assess(got, health_config(spec))), None
+    baseline_run = spec.baseline.training_run
+    return await read_training_run(metrics, run, baseline_run, now - lookback, now, step_s)
+
+
+async def _version(versions: VersionSource | None) -> str | Problem | None:
+    if versions is None:
+        return None
+    return await asyncio.to_thread(versions.canary_version)
+
+
+__all__ = ["gather"]

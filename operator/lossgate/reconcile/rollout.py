@@ -1,49 +1,36 @@
-"""One tick of one ModelRollout: observe -> decide -> apply -> one status write.
+"""One tick of one ModelRollout: observe -> decide -> apply -> at most one status write.
 
 Bad input never crashes the loop: an invalid spec becomes the SpecValid=False condition (with the
-field and the fix) and an Event, and the tick waits for the next spec change.
+field and the fix) and an Event, and the tick waits for the next spec change. A status that cannot be
+read becomes Reconciled=False (trouble.py) and nothing is decided. The status is written only when
+it changed (status_io.needs_write). Every Kubernetes call runs in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
-from lossgate.adapters.spec_refs import SpecProblem, loss_ref, route_ref
+from lossgate.adapters.spec_refs import canary_pods_ref, health_config, judge_config, loss_ref
 from lossgate.core.actions import EmitEvent, EventType
 from lossgate.core.decision import Decision
 from lossgate.core.evidence import Problem
 from lossgate.core.machine import decide
-from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
+from lossgate.core.step import Judged, judge_tick, plan_loss_read
+from lossgate.model import ModelRolloutStatus
 from lossgate.model.conditions import ConditionStatus, ConditionType, Reason, set_condition
-from lossgate.model.errors import validation_messages
-from lossgate.model.resource import FOREIGN_STATUS_KEYS
+from lossgate.model.status import JudgeState
 from lossgate.reconcile.apply import apply
 from lossgate.reconcile.deps import Deps
-from lossgate.reconcile.observe import observe
+from lossgate.reconcile.observe import gather
+from lossgate.reconcile.spec_check import check_spec
+from lossgate.reconcile.status_io import UnreadableStatus, needs_write, status_of, wire
+from lossgate.reconcile.trouble import UNREADABLE_RECHECK, report_trouble, unreadable_message
 
 INVALID_SPEC_RECHECK = timedelta(minutes=5)  # the daemon also wakes on any spec change
-
-
-def status_of(body: Mapping[str, Any]) -> ModelRolloutStatus:
-    raw = {k: v for k, v in dict(body.get("status") or {}).items() if k not in FOREIGN_STATUS_KEYS}
-    try:
-        return ModelRolloutStatus.model_validate(raw)
-    except ValidationError:
-        return ModelRolloutStatus()  # a status we cannot read is rebuilt from scratch, not fatal
-
-
-def parse_spec(body: Mapping[str, Any]) -> ModelRolloutSpec | list[str]:
-    meta = body.get("metadata") or {}
-    try:
-        return ModelRolloutSpec.model_validate(dict(body.get("spec") or {}))
-    except ValidationError as err:
-        obj = f"ModelRollout {meta.get('namespace')}/{meta.get('name')}"
-        return validation_messages(err, root="spec", model=ModelRolloutSpec, obj=obj)
 
 
 async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], None]) -> timedelta:
@@ -52,42 +39,65 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
     ns, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 0)
     now = deps.clock.now()
-    status = status_of(body)
+    read = status_of(body)
+    uid = str(meta.get("uid") or "")
+    deps.wakeups.watch_status(uid, isinstance(read, UnreadableStatus))  # a status fix wakes the daemon
+    if isinstance(read, UnreadableStatus):  # decide nothing on a status we cannot read; router untouched
+        await report_trouble(deps, body, Reason.STATUS_UNREADABLE, unreadable_message(body, read), emit)
+        return UNREADABLE_RECHECK
+    status = read
 
-    spec = parse_spec(body)
-    try:
-        ref = route_ref(ns, spec) if isinstance(spec, ModelRolloutSpec) else None
-    except SpecProblem as err:
-        spec = [str(err)]
-    if not isinstance(spec, ModelRolloutSpec) or ref is None:
-        await report_invalid(deps, body, spec if isinstance(spec, list) else [], emit)
+    checked = check_spec(body)
+    if isinstance(checked, list):
+        await report_invalid(deps, body, checked, emit)
         return INVALID_SPEC_RECHECK
+    spec, ref = checked
 
     router = deps.router(ref)
-    metrics = deps.metrics(ns, spec.analysis.prometheus)
-    observed = await observe(
+    metrics = await deps.metrics(ns, spec.analysis.prometheus)
+    series, config = loss_ref(ns, spec), judge_config(spec)
+    plan = plan_loss_read(spec, status, config, series)
+    pods = canary_pods_ref(ns, spec)
+    got = await gather(
         spec=spec,
         status=status,
         generation=generation,
         annotations=dict(meta.get("annotations") or {}),
         router=router,
         metrics=metrics,
-        loss_ref=loss_ref(ns, spec),
+        loss_ref=series,
+        plan=plan,
         now=now,
         training_lookback=deps.settings.training_lookback,
         scrape_lag=deps.settings.scrape_lag,
+        versions=deps.versions(pods) if pods is not None else None,
     )
-    decision = decide(spec, status, observed.observation, now)
+    judged = judge_tick(spec, status, plan, got, config, health_config(spec))
+    decision = decide(spec, status, judged.observation, now)
     applied = await apply(decision, router=router, objects=deps.objects, namespace=ns, emit=emit)
 
-    router_problem = applied.problems[0] if applied.problems else observed.router_problem
+    router_problem = applied.problems[0] if applied.problems else judged.router_problem
     new_status = _reconciler_conditions(decision, router_problem, generation, now)
-    write = deps.objects.write_status(ns, name, new_status.model_dump(mode="json", by_alias=True))
-    if write is None and observed.observation.command is not None:
-        deps.objects.remove_annotations(ns, name, [observed.observation.command.annotation])
+    new_status = new_status.model_copy(update={"judge_state": _judge_state(decision, judged)})
+    write = await _write_status(deps, ns, name, status, new_status)
+    if write is None and judged.observation.command is not None:
+        annotation = judged.observation.command.annotation
+        await asyncio.to_thread(deps.objects.remove_annotations, ns, name, [annotation])
 
-    _telemetry(deps, ns, name, decision, observed.metrics_problem, time.monotonic() - t0)
+    _telemetry(deps, ns, name, decision, judged.metrics_problem, time.monotonic() - t0)
     return decision.requeue_after
+
+
+def _judge_state(decision: Decision, judged: Judged) -> JudgeState | None:
+    """The judge's running state to keep: none once the rollout finished (status.analysis keeps the
+    verdict; the state would only cost etcd space and every watcher's memory), restarted or never
+    started."""
+    st = decision.status
+    if not st.step_starts or judged.judge_state is None or st.terminal:
+        return None
+    if judged.judge_state.origin_ms != round(st.step_starts[0].at.timestamp() * 1000):
+        return None  # restarted this tick: the next tick judges the new start afresh
+    return judged.judge_state
 
 
 def _reconciler_conditions(
@@ -108,7 +118,27 @@ def _reconciler_conditions(
     else:
         ready, reason, msg = ConditionStatus.FALSE, router_problem.kind, router_problem.message
     conds = set_condition(conds, ConditionType.ROUTER_READY, ready, reason, msg, now, generation)
+    conds = set_condition(
+        conds,
+        ConditionType.RECONCILED,
+        ConditionStatus.TRUE,
+        Reason.TICK_OK,
+        "the last analysis tick completed",
+        now,
+        generation,
+    )
     return st.model_copy(update={"conditions": conds})
+
+
+async def _write_status(
+    deps: Deps, ns: str, name: str, old: ModelRolloutStatus, new: ModelRolloutStatus
+) -> Problem | None:
+    """One merge patch of the whole status, or none when nothing changed (status_io.needs_write)."""
+    if not needs_write(old, new):
+        deps.telemetry.status_writes.labels("skipped").inc()
+        return None
+    deps.telemetry.status_writes.labels("written").inc()
+    return await asyncio.to_thread(deps.objects.write_status, ns, name, wire(new))
 
 
 async def report_invalid(
@@ -117,11 +147,12 @@ async def report_invalid(
     """SpecValid=False with the field-named problems; the Event only when the problem is new."""
     meta = body["metadata"]
     ns, name, generation = meta["namespace"], meta["name"], int(meta.get("generation") or 0)
-    status, now = status_of(body), deps.clock.now()
+    read, now = status_of(body), deps.clock.now()
     message = "; ".join(problems) or "the spec could not be read"
-    was = next((c for c in status.conditions if c.type == ConditionType.SPEC_VALID), None)
+    conditions = read.conditions if isinstance(read, ModelRolloutStatus) else list(read.conditions)
+    was = next((c for c in conditions if c.type == ConditionType.SPEC_VALID), None)
     conds = set_condition(
-        status.conditions,
+        conditions,
         ConditionType.SPEC_VALID,
         ConditionStatus.FALSE,
         Reason.INVALID_SPEC,
@@ -129,10 +160,14 @@ async def report_invalid(
         now,
         generation,
     )
-    new = status.model_copy(
-        update={"conditions": conds, "observed_generation": generation, "message": message}
-    )
-    deps.objects.write_status(ns, name, new.model_dump(mode="json", by_alias=True))
+    if isinstance(read, ModelRolloutStatus):
+        new = read.model_copy(
+            update={"conditions": conds, "observed_generation": generation, "message": message}
+        )
+        await _write_status(deps, ns, name, read, new)
+    else:  # an unreadable status stays as it is: only the conditions are written
+        patch = {"conditions": [c.model_dump(mode="json", by_alias=True) for c in conds]}
+        await asyncio.to_thread(deps.objects.write_status, ns, name, patch)
     if was is None or was.status != ConditionStatus.FALSE or was.message != message:
         emit(EmitEvent(EventType.WARNING, Reason.INVALID_SPEC.value, message))  # once per distinct problem
 

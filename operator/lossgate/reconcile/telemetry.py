@@ -37,6 +37,18 @@ class OperatorMetrics:
             ["namespace", "name"],
             registry=self.registry,
         )
+        self.status_writes = Counter(
+            "lossgate_status_writes_total",
+            "Status PATCHes by outcome: written, or skipped because nothing changed (docs/operator.md).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.tick_failures = Counter(
+            "lossgate_tick_failures_total",
+            "Ticks that did not complete, by reason (StatusUnreadable, TickFailed, TickTimedOut).",
+            ["namespace", "name", "reason"],
+            registry=self.registry,
+        )
         self._phase_of: dict[tuple[str, str], str] = {}
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:

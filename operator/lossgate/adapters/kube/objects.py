@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from lossgate.adapters.routers.k8s import REQUEST_TIMEOUT
 from lossgate.core.evidence import Problem
 from lossgate.model import API_GROUP, API_VERSION, PLURAL
 from lossgate.ports import RouterErrorKind
@@ -56,7 +57,11 @@ def classify_api_error(err: Exception, what: str, fix: str = "") -> Problem:
 
 
 class RolloutObjects:
-    """Writes on one ModelRollout (and reads of what it references), through a kubernetes ApiClient."""
+    """Writes on one ModelRollout (and reads of what it references), through a kubernetes ApiClient.
+
+    Blocking, and every call carries REQUEST_TIMEOUT (a hung API server is Unavailable, never a stuck
+    tick): call it through asyncio.to_thread from the event loop.
+    """
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.custom = client.CustomObjectsApi(api_client)
@@ -67,7 +72,7 @@ class RolloutObjects:
         """Replace status through the status subresource with one merge patch (None values delete)."""
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _request_timeout=REQUEST_TIMEOUT
             )
         except Exception as err:
             return classify_api_error(err, f"ModelRollout {namespace}/{name} status")
@@ -78,30 +83,35 @@ class RolloutObjects:
             return None
         try:
             self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": dict.fromkeys(keys)}}
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"metadata": {"annotations": dict.fromkeys(keys)}},
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except Exception as err:
             return classify_api_error(err, f"ModelRollout {namespace}/{name} annotations")
         return None
 
-    def secret_value(self, namespace: str, name: str, key: str) -> str | Problem:
-        what = f"Secret {namespace}/{name}"
+    def read_secret(self, namespace: str, name: str) -> dict[str, str] | Problem:
+        """All keys of a Secret, decoded (one GET; the reconciler caches it)."""
         try:
-            secret = self.core.read_namespaced_secret(name, namespace)
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
         except Exception as err:
-            return classify_api_error(err, what)
-        raw = (secret.data or {}).get(key)
-        if raw is None:
-            return Problem(
-                RouterErrorKind.INVALID.value, f"{what} has no key {key!r}: add it or fix the secret ref"
-            )
-        return base64.b64decode(raw).decode().strip()
+            return classify_api_error(err, f"Secret {namespace}/{name}")
+        return {k: base64.b64decode(v).decode().strip() for k, v in (secret.data or {}).items()}
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str | Problem:
+        data = self.read_secret(namespace, name)
+        return data if isinstance(data, Problem) else secret_key(data, namespace, name, key)
 
     def scale_deployment(self, namespace: str, name: str, replicas: int | None) -> Problem | None:
         """replicas=0 scales down and remembers the count; None restores the remembered count."""
         what = f"Deployment {namespace}/{name}"
         try:
-            dep = self.apps.read_namespaced_deployment(name, namespace)
+            dep = self.apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT)
             annotations = (dep.metadata.annotations if dep.metadata is not None else None) or {}
             current = int(dep.spec.replicas or 0)
             if replicas is None:
@@ -111,9 +121,23 @@ class RolloutObjects:
                 target = replicas
                 note = {SCALED_FROM_ANNOTATION: str(current)} if replicas == 0 and current > 0 else {}
             if note:
-                self.apps.patch_namespaced_deployment(name, namespace, {"metadata": {"annotations": note}})
+                self.apps.patch_namespaced_deployment(
+                    name, namespace, {"metadata": {"annotations": note}}, _request_timeout=REQUEST_TIMEOUT
+                )
             if current != target:
-                self.apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": target}})
+                self.apps.patch_namespaced_deployment_scale(
+                    name, namespace, {"spec": {"replicas": target}}, _request_timeout=REQUEST_TIMEOUT
+                )
         except Exception as err:
             return classify_api_error(err, what)
         return None
+
+
+def secret_key(data: dict[str, str], namespace: str, name: str, key: str) -> str | Problem:
+    """One key of a decoded Secret, or the Problem naming the missing key."""
+    if key not in data:
+        return Problem(
+            RouterErrorKind.INVALID.value,
+            f"Secret {namespace}/{name} has no key {key!r}: add it or fix the secret ref",
+        )
+    return data[key]

@@ -9,8 +9,10 @@ Synchronous (blocking HTTP): call it off the event loop. Thread-safe. Never rais
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
+from lossgate.adapters.prometheus.batch import LossRequest, read_batch
 from lossgate.adapters.prometheus.client import PromClient, PrometheusConfig, QueryFailed
 from lossgate.adapters.prometheus.loss import LossReader
 from lossgate.adapters.prometheus.promql import TemplateError, escape_label_value, quote
@@ -19,6 +21,7 @@ from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.ports import LossSeriesRef, MetricsErrorKind
 
 __all__ = [
+    "LossRequest",
     "PromClient",
     "PrometheusConfig",
     "PrometheusMetrics",
@@ -48,6 +51,14 @@ class PrometheusMetrics:
             return failed.problem
         except Exception as err:
             return _internal(err)
+
+    def loss_intervals_batch(self, requests: Sequence[LossRequest]) -> list[list[IntervalStats] | Problem]:
+        """loss_intervals for many rollouts at once: one query per series kind for all of them where
+        their series allow (batch.py), each result exactly what its own read would give."""
+        try:
+            return read_batch(self._loss, requests)
+        except Exception as err:
+            return [_internal(err)] * len(requests)
 
     def training_run(
         self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float

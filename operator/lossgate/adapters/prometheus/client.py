@@ -26,7 +26,6 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from lossgate.conventions import CATASTROPHIC_LOSS_NATS
 from lossgate.core.evidence import Problem
 from lossgate.ports import MetricsErrorKind
 
@@ -50,7 +49,6 @@ class PrometheusConfig:
     backoff_max_s: float = 5.0
     lookback_s: float = 300.0  # how far before the window to look for each counter's starting value
     namespace_label: str | None = None  # when set, default selectors also match <label>="<namespace>"
-    tail_le: str = format(CATASTROPHIC_LOSS_NATS, "g")  # `le` of the catastrophic-loss bucket
 
     def invalid(self) -> str | None:
         """What is wrong with this configuration (reported as a BadQuery problem, never raised)."""

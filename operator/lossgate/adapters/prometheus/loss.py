@@ -34,7 +34,7 @@ class ArmQueries:
 def arm_queries(ref: LossSeriesRef, arm: str, version: str, config: PrometheusConfig) -> ArmQueries:
     """The default selectors, or the user's templates with escaped values (TemplateError if unsafe)."""
     q = promql.loss_selectors(
-        ref.metric, ref.model, version, ref.namespace, config.namespace_label, config.tail_le
+        ref.metric, ref.model, version, ref.namespace, config.namespace_label, ref.tail_le
     )
     user = {"count": ref.count_template, "sum": ref.sum_template, "sumsq": ref.sumsq_template,
             "bucket": ref.tail_template}  # fmt: skip
@@ -48,6 +48,15 @@ def arm_queries(ref: LossSeriesRef, arm: str, version: str, config: PrometheusCo
     return ArmQueries(arm, q, raw)
 
 
+@dataclass(frozen=True)
+class ReadPlan:
+    """One read: the aligned instants (unix ms) and each arm's queries."""
+
+    ref: LossSeriesRef
+    instants: list[int]
+    arms: dict[str, ArmQueries]
+
+
 class LossReader:
     def __init__(self, client: PromClient, config: PrometheusConfig) -> None:
         self.client = client
@@ -56,6 +65,17 @@ class LossReader:
     def read(
         self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
     ) -> list[IntervalStats] | Problem:
+        plan = self.plan(ref, start, end, interval_s)
+        if not isinstance(plan, ReadPlan):
+            return plan
+        fetched = {arm: {kind: self._fetch(aq, kind, plan.instants) for kind in aq.queries}
+                   for arm, aq in plan.arms.items()}  # fmt: skip
+        return self.finish(plan, fetched)
+
+    def plan(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> ReadPlan | list[IntervalStats] | Problem:
+        """The instants and queries of one read; [] while no interval has closed, a Problem if invalid."""
         start_ms, end_ms = round(start.timestamp() * 1000), round(end.timestamp() * 1000)
         interval_ms = round(interval_s * 1000)
         if interval_ms < 1 or end_ms < start_ms:
@@ -67,10 +87,21 @@ class LossReader:
         arms = {}
         for arm, version in (("baseline", ref.baseline_version), ("canary", ref.canary_version)):
             try:
-                aq = arm_queries(ref, arm, version, self.config)
+                arms[arm] = arm_queries(ref, arm, version, self.config)
             except promql.TemplateError as err:
                 return _bad(f"{arm} loss template: {err}")
-            arms[arm] = (aq, {kind: self._fetch(aq, kind, instants) for kind in aq.queries})
+        return ReadPlan(ref, instants, arms)
+
+    def window(self, plan: ReadPlan) -> tuple[int, int]:
+        """The raw samples one read uses: (first instant - lookback, last instant], in unix ms."""
+        return plan.instants[0] - round(self.config.lookback_s * 1000), plan.instants[-1]
+
+    def finish(
+        self, plan: ReadPlan, fetched: dict[str, dict[str, list[counters.Series]]]
+    ) -> list[IntervalStats] | Problem:
+        """Per-interval totals of both arms from the series fetched for them."""
+        instants = plan.instants
+        arms = {arm: (plan.arms[arm], fetched[arm]) for arm in plan.arms}
         problem = self._check(arms, instants)
         if problem:
             return problem
@@ -79,7 +110,7 @@ class LossReader:
             IntervalStats(
                 instants[i] / 1000, instants[i + 1] / 1000, totals["baseline"][i], totals["canary"][i]
             )
-            for i in range(k)
+            for i in range(len(instants) - 1)
         ]
 
     def _fetch(self, aq: ArmQueries, kind: str, instants: list[int]) -> list[counters.Series]:

@@ -12,7 +12,7 @@ are label values: they must sit inside a double-quoted string (`version="{versio
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -64,6 +64,17 @@ def selector(metric: str, matchers: Mapping[str, str]) -> str:
             raise TemplateError(f"not a valid label name: {label!r}")
         parts.append(f"{label}={quote(value)}")
     return f"{metric_name(metric)}{{{','.join(parts)}}}"
+
+
+def selector_any(metric: str, equal: Mapping[str, str], one_of: Mapping[str, Sequence[str]]) -> str:
+    """`metric{a="...",b=~"x|y"}`: equality matchers and, per label, a literal alternation (escaped)."""
+    parts = [selector(metric, equal)[len(metric) + 1 : -1]] if equal else []
+    for label, values in one_of.items():
+        if not _LABEL_NAME.fullmatch(label):
+            raise TemplateError(f"not a valid label name: {label!r}")
+        alternatives = "|".join(_RE2_SPECIAL.sub(r"\\\g<0>", v) for v in sorted(set(values)))
+        parts.append(f"{label}=~{quote(alternatives)}")
+    return f"{metric_name(metric)}{{{','.join(p for p in parts if p)}}}"
 
 
 def render(template: str, **values: str) -> str:
@@ -143,6 +154,26 @@ def loss_selectors(
         "sumsq": selector(f"{metric}_squared_sum", base),
         "bucket": selector(f"{metric}_bucket", base | {"le": tail_le}),
         "created": selector(f"{metric}_created", base),
+    }
+
+
+def loss_union_selectors(
+    metric: str,
+    models: Sequence[str],
+    versions: Sequence[str],
+    namespace: str | None,
+    namespace_label: str | None,
+    tail_le: str,
+) -> dict[str, str]:
+    """loss_selectors for several models and versions at once (the series are split by their labels)."""
+    base: dict[str, str] = {namespace_label: namespace} if namespace_label and namespace else {}
+    any_of = {"model": list(models), "version": list(versions)}
+    return {
+        "count": selector_any(f"{metric}_count", base, any_of),
+        "sum": selector_any(f"{metric}_sum", base, any_of),
+        "sumsq": selector_any(f"{metric}_squared_sum", base, any_of),
+        "bucket": selector_any(f"{metric}_bucket", base | {"le": tail_le}, any_of),
+        "created": selector_any(f"{metric}_created", base, any_of),
     }
 
 

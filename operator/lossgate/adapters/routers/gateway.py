@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from kubernetes import client
 
+from lossgate.adapters.routers.cache import HTTPROUTE, RouteCache
 from lossgate.adapters.routers.errors import Target, fail
 from lossgate.adapters.routers.k8s import JsonObj, PatchOp, object_path, pointer
 from lossgate.adapters.routers.refs import GatewayRouteRef
@@ -27,12 +28,13 @@ class GatewayAPIRouter(WeightedRouteRouter):
         ref: GatewayRouteRef,
         api_client: client.ApiClient,
         after_read: Callable[[], None] | None = None,
+        cache: RouteCache | None = None,
     ) -> None:
-        super().__init__(api_client, after_read)
+        super().__init__(api_client, after_read, cache)
         self.ref = ref
         self._path = object_path(GROUP, VERSION, ref.namespace, PLURAL, ref.name)
         self._target = Target(
-            "HTTPRoute",
+            HTTPROUTE,
             ref.namespace,
             ref.name,
             f"{PLURAL}.{GROUP}/{VERSION}",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from lossgate.adapters.routers.cache import VIRTUALSERVICE, RouteCache
 from lossgate.adapters.routers.errors import Target, fail, is_object_not_found
 from lossgate.adapters.routers.k8s import JsonObj, PatchOp, object_path, pointer
 from lossgate.adapters.routers.refs import IstioRouteRef
@@ -36,13 +37,14 @@ class IstioRouter(WeightedRouteRouter):
         api_client: client.ApiClient,
         after_read: Callable[[], None] | None = None,
         versions: tuple[str, ...] = VERSIONS,
+        cache: RouteCache | None = None,
     ) -> None:
-        super().__init__(api_client, after_read)
+        super().__init__(api_client, after_read, cache)
         self.ref = ref
         self._versions = versions
         self.version: str | None = None  # the version that answered, once one did
         self._target = Target(
-            "VirtualService",
+            VIRTUALSERVICE,
             ref.namespace,
             ref.name,
             f"{PLURAL}.{GROUP}/{'|'.join(versions)}",

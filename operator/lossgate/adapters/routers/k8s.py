@@ -13,8 +13,9 @@ from kubernetes import client
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "lossgate"
-# (connect, read) seconds: a hung API server is Unavailable, not a stuck reconcile.
-REQUEST_TIMEOUT = (5.0, 30.0)
+# (connect, read) seconds on every Kubernetes call the operator makes (routers, RolloutObjects, pod
+# versions): a hung API server is Unavailable, not a stuck reconcile. The one place this value lives.
+REQUEST_TIMEOUT = (5.0, 15.0)
 
 JsonObj = dict[str, Any]
 PatchOp = dict[str, Any]

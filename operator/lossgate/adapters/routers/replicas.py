@@ -13,6 +13,9 @@ records the total it keeps constant:
 canary = round(total x weight / 100), halves rounding up, at least 1 while weight > 0 and at most
 total - 1 while weight < 100 (when total >= 2), baseline = total - canary. The split actually in force
 (what get/set return) is the replica ratio, so its granularity is 100 / total percent.
+
+With a `RouteCache`, `get_weights()` takes both replica counts from the watched Deployments when it has
+them (cache.py); `set_weights()` always reads and writes the API and hands the results to the cache.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from lossgate.adapters.routers.cache import DEPLOYMENT, RouteCache
 from lossgate.adapters.routers.errors import RouterProblem, Target, classify, fail
 from lossgate.adapters.routers.k8s import JsonObj, KubeJson, object_path
 from lossgate.adapters.routers.refs import ReplicaRef
@@ -47,19 +51,25 @@ def canary_replicas(total: int, canary_weight: int) -> int:
 
 class ReplicaRatioRouter:
     def __init__(
-        self, ref: ReplicaRef, api_client: client.ApiClient, after_read: Callable[[], None] | None = None
+        self,
+        ref: ReplicaRef,
+        api_client: client.ApiClient,
+        after_read: Callable[[], None] | None = None,
+        cache: RouteCache | None = None,
     ) -> None:
         self.ref = ref
         self.kube = KubeJson(api_client)
         self._after_read = after_read
+        self._cache = cache
         self.baseline = _target(ref.namespace, ref.baseline_deployment)
         self.canary = _target(ref.namespace, ref.canary_deployment)
         self._at = self.baseline  # the object of the call in flight, for error messages
 
     def get_weights(self) -> Weights | Problem:
         try:
-            return percent(_replicas(self._scale(self.baseline)), _replicas(self._scale(self.canary)))
+            return percent(self._cached_replicas(self.baseline), self._cached_replicas(self.canary))
         except _API_ERRORS as exc:
+            self._forget_if_gone(exc)
             return classify(exc, self._at, "get")
 
     def set_weights(self, weights: Weights) -> Weights | Problem:
@@ -101,6 +111,7 @@ class ReplicaRatioRouter:
                 "another controller?). Take them out of its control during the rollout.",
             )
         except _API_ERRORS as exc:
+            self._forget_if_gone(exc)
             return classify(exc, self._at, verb)
 
     def _total(self, deployment: JsonObj, b: int, c: int) -> tuple[int, int | None]:
@@ -137,7 +148,7 @@ class ReplicaRatioRouter:
             "annotations": {TOTAL_ANNOTATION: str(total)},
         }
         try:
-            self.kube.merge_patch(self._path(self.baseline, ""), {"metadata": meta})
+            self._remember(self.kube.merge_patch(self._path(self.baseline, ""), {"metadata": meta}))
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -154,7 +165,7 @@ class ReplicaRatioRouter:
             {"op": "add", "path": "/spec/replicas", "value": replicas},
         ]
         try:
-            self.kube.json_patch(self._path(target, "/scale"), ops)
+            self._remember(self.kube.json_patch(self._path(target, "/scale"), ops))
         except ApiException as exc:
             if exc.status in (409, 422):
                 return False
@@ -166,14 +177,33 @@ class ReplicaRatioRouter:
 
     def _get(self, target: Target, sub: str) -> JsonObj:
         self._at = target
-        return self.kube.get(self._path(target, sub))
+        obj = self.kube.get(self._path(target, sub))
+        self._remember(obj)
+        return obj
+
+    # -- the cache ----------------------------------------------------------------------------
+    def _cached_replicas(self, target: Target) -> int:
+        """spec.replicas from the watched Deployment when the cache has it fresh, else from /scale."""
+        self._at = target
+        hit = None if self._cache is None else self._cache.lookup(DEPLOYMENT, target.namespace, target.name)
+        return _replicas(hit if hit is not None else self._scale(target))
+
+    def _remember(self, obj: JsonObj) -> None:
+        # A Deployment and its /scale carry the same resourceVersion and spec.replicas (cache.compact).
+        if self._cache is not None:
+            self._cache.confirm(DEPLOYMENT, obj)
+
+    def _forget_if_gone(self, exc: BaseException) -> None:
+        t = self._at
+        if self._cache is not None and isinstance(exc, ApiException) and exc.status == 404:
+            self._cache.drop(DEPLOYMENT, t.namespace, t.name)
 
     def _path(self, target: Target, sub: str) -> str:
         return object_path("apps", "v1", target.namespace, "deployments", target.name) + sub
 
 
 def _target(namespace: str, name: str) -> Target:
-    return Target("Deployment", namespace, name, "deployments.apps/v1 (and deployments/scale)")
+    return Target(DEPLOYMENT, namespace, name, "deployments.apps/v1 (and deployments/scale)")
 
 
 def _replicas(scale: JsonObj) -> int:

@@ -4,6 +4,9 @@
 Each write is a JSON patch whose first op `test`s the entry list exactly as read, so a concurrent
 edit of that list makes the patch fail (422) and we re-read and recompute; edits elsewhere in the
 object land untouched because the patch only names the paths lossgate owns.
+
+With a `RouteCache`, `get_weights()` reads the watched copy when it has one (cache.py); `set_weights()`
+always reads the API and hands what it read and wrote back to the cache.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from lossgate.adapters.routers.cache import RouteCache
 from lossgate.adapters.routers.errors import RouterProblem, Target, classify, fail
 from lossgate.adapters.routers.k8s import JsonObj, KubeJson, PatchOp, pointer
 from lossgate.core.evidence import Problem, Weights
@@ -53,10 +57,16 @@ class Located:
 class WeightedRouteRouter(ABC):
     """Template for the Gateway API and Istio routers; subclasses say where the arms are."""
 
-    def __init__(self, api_client: client.ApiClient, after_read: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        after_read: Callable[[], None] | None = None,
+        cache: RouteCache | None = None,
+    ) -> None:
         self.kube = KubeJson(api_client)
         # Test seam: called after every read, before the write built from it (concurrency tests).
         self._after_read = after_read
+        self._cache = cache
 
     # -- what subclasses provide ------------------------------------------------------------
     @property
@@ -87,8 +97,9 @@ class WeightedRouteRouter(ABC):
     # -- the port -----------------------------------------------------------------------------
     def get_weights(self) -> Weights | Problem:
         try:
-            return self._weights(self._locate(self._read()))
+            return self._weights(self._locate(self._cached_read()))
         except _API_ERRORS as exc:
+            self._forget_if_gone(exc)
             return classify(exc, self.target, "get")
 
     def set_weights(self, weights: Weights) -> Weights | Problem:
@@ -99,7 +110,7 @@ class WeightedRouteRouter(ABC):
             attempts, added = 0, False
             while True:
                 verb = "get"
-                obj = self._read()
+                obj = self._fresh_read()
                 if rejected and rejected[0] == _rv(obj) and rejected[1].status == 422:
                     # Nothing changed since the refused patch, so it was not a lost race: it is invalid.
                     verb = "patch"
@@ -134,12 +145,36 @@ class WeightedRouteRouter(ABC):
                         rejected = (_rv(obj), exc)
                         continue
                     raise
+                self._remember(written)
                 if adding:  # the canary entry now exists at weight 0; the next pass sets the split
                     attempts, added = 0, True
                     continue
                 return self._weights(self._locate(written))
         except _API_ERRORS as exc:
+            self._forget_if_gone(exc)
             return classify(exc, self.target, verb)
+
+    # -- the cache ----------------------------------------------------------------------------
+    def _cached_read(self) -> JsonObj:
+        """The watched copy when the cache has a fresh one, else a GET (which refreshes it)."""
+        t = self.target
+        hit = self._cache.lookup(t.kind, t.namespace, t.name) if self._cache is not None else None
+        return hit if hit is not None else self._fresh_read()
+
+    def _fresh_read(self) -> JsonObj:
+        obj = self._read()
+        self._remember(obj)
+        return obj
+
+    def _remember(self, obj: JsonObj) -> None:
+        if self._cache is not None:
+            self._cache.confirm(self.target.kind, obj)
+
+    def _forget_if_gone(self, exc: BaseException) -> None:
+        """A 404 (the object, or its whole resource type, is gone) also clears the cached copy."""
+        t = self.target
+        if self._cache is not None and isinstance(exc, ApiException) and exc.status == 404:
+            self._cache.drop(t.kind, t.namespace, t.name)
 
     # -- helpers ------------------------------------------------------------------------------
     def _weights(self, loc: Located) -> Weights:

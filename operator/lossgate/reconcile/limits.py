@@ -1,0 +1,175 @@
+"""Per-Prometheus concurrency: a slow or dead Prometheus only delays the rollouts that read it.
+
+Each endpoint (address + credentials identity) gets its own small thread pool of
+LOSSGATE_MAX_CONCURRENT_PER_PROMETHEUS workers, so at most that many queries are ever in flight to it,
+even after a cancelled tick (the thread finishes its bounded HTTP call, the slot stays taken until
+then), and blocked queries never occupy the event loop's default executor that the Kubernetes calls
+of every other rollout use. A query that waits longer than the queue timeout for a slot is
+Unavailable ("saturated"), like any other metrics outage: decide() holds, and rolls back only after
+onMetricsUnavailable.after.
+
+`LimitedMetrics` implements the MetricsSource port (blocking methods, as the port says) and adds
+`*_async` methods that wait for the slot on the event loop instead of in a thread: use those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from functools import partial
+from typing import TypeVar
+
+from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
+from lossgate.ports import LossSeriesRef, MetricsErrorKind, MetricsSource
+from lossgate.reconcile.batching import LossBatcher
+
+T = TypeVar("T")
+# Problem reasons (details["reason"], adapters/prometheus/client.py) that mean our credentials or CA
+# are wrong: the Secrets behind them are read again at the next tick (a rotated token).
+REFUSED = frozenset({"Unauthorized", "TLS"})
+
+
+class EndpointLimiter:
+    """At most `limit` calls in flight to one Prometheus, on threads of its own."""
+
+    def __init__(self, name: str, limit: int, queue_timeout_s: float) -> None:
+        self.name, self.limit, self.queue_timeout_s = name, max(1, limit), queue_timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=self.limit, thread_name_prefix="lossgate-prom")
+        self._lock = threading.Lock()
+        self.in_flight = 0  # calls running now (telemetry, tests)
+
+    def _track(self, on_start: Callable[[], None], fn: Callable[[], T]) -> Callable[[], T]:
+        def run() -> T:
+            with self._lock:
+                self.in_flight += 1
+            on_start()
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        return run
+
+    def call(self, fn: Callable[[], T], busy: Callable[[float], T]) -> T:
+        """Blocking: run fn in a slot; busy(waited_s) if no slot frees within the queue timeout."""
+        started = threading.Event()
+        try:
+            fut = self._pool.submit(self._track(started.set, fn))
+        except RuntimeError:  # retired while a tick still held it (a rotated token): run unlimited
+            return fn()
+        if not started.wait(self.queue_timeout_s) and fut.cancel():
+            return busy(self.queue_timeout_s)
+        return fut.result()
+
+    async def call_async(self, fn: Callable[[], T], busy: Callable[[float], T]) -> T:
+        """The same, waiting for the slot on the event loop (no thread is held while queued)."""
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
+        def mark() -> None:
+            loop.call_soon_threadsafe(started.set)
+
+        try:
+            fut: Future[T] = self._pool.submit(self._track(mark, fn))
+        except RuntimeError:  # retired while a tick still held it (a rotated token): run unlimited
+            return await asyncio.to_thread(fn)
+        try:
+            await asyncio.wait_for(started.wait(), self.queue_timeout_s)
+        except TimeoutError:
+            if fut.cancel():
+                return busy(self.queue_timeout_s)
+        except asyncio.CancelledError:
+            fut.cancel()  # still queued: never runs; running: finishes on its own thread
+            raise
+        return await asyncio.wrap_future(fut)
+
+    def retire(self) -> None:
+        """No new calls will come: the threads end once the calls already queued are done."""
+        self._pool.shutdown(wait=False)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class LimitedMetrics:
+    """A MetricsSource whose calls go through its endpoint's EndpointLimiter."""
+
+    def __init__(
+        self,
+        inner: MetricsSource,
+        limiter: EndpointLimiter,
+        address: str,
+        on_refused: Callable[[], None] | None = None,
+        batcher: LossBatcher | None = None,
+    ) -> None:
+        self.inner, self.limiter, self.address = inner, limiter, address
+        self._on_refused = on_refused
+        self.batcher = batcher
+
+    # -- the MetricsSource port (blocking: the caller's thread waits for the slot) --------------------
+    def loss_intervals(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[IntervalStats] | Problem:
+        got = self.limiter.call(partial(self.inner.loss_intervals, ref, start, end, interval_s), self.busy)
+        return self._seen(got)
+
+    def training_run(
+        self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
+    ) -> TrainingRun | Problem:
+        got = self.limiter.call(
+            partial(self.inner.training_run, run, baseline_run, start, end, step_s), self.busy
+        )
+        return self._seen(got)
+
+    # -- the same on the event loop: what observe() should await -------------------------------------
+    async def loss_intervals_async(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[IntervalStats] | Problem:
+        if self.batcher is not None and id(self.batcher.source) == id(self.inner):  # joins the round
+            return self._seen(await self.batcher.read(ref, start, end, interval_s))
+        fn = partial(self.inner.loss_intervals, ref, start, end, interval_s)
+        return self._seen(await self.limiter.call_async(fn, self.busy))
+
+    async def training_run_async(
+        self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
+    ) -> TrainingRun | Problem:
+        fn = partial(self.inner.training_run, run, baseline_run, start, end, step_s)
+        return self._seen(await self.limiter.call_async(fn, self.busy))
+
+    def busy(self, waited_s: float) -> Problem:
+        lim = self.limiter
+        return Problem(
+            MetricsErrorKind.UNAVAILABLE.value,
+            f"Prometheus at {self.address} is saturated: {lim.in_flight} of its {lim.limit} query slots "
+            f"are busy and this query waited {waited_s:g}s for one (slow or unreachable Prometheus? "
+            "LOSSGATE_MAX_CONCURRENT_PER_PROMETHEUS sets the slots)",
+            {"address": self.address, "reason": "Saturated"},
+        )
+
+    def _seen(self, got: T) -> T:
+        if isinstance(got, Problem) and got.details.get("reason") in REFUSED and self._on_refused:
+            self._on_refused()
+        return got
+
+
+async def read_loss_intervals(
+    metrics: MetricsSource, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+) -> list[IntervalStats] | Problem:
+    """What observe awaits: the endpoint-limited read of a LimitedMetrics (queued on the event loop),
+    any other MetricsSource (a test's fake) in a thread."""
+    if isinstance(metrics, LimitedMetrics):
+        return await metrics.loss_intervals_async(ref, start, end, interval_s)
+    return await asyncio.to_thread(metrics.loss_intervals, ref, start, end, interval_s)
+
+
+async def read_training_run(
+    metrics: MetricsSource, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
+) -> TrainingRun | Problem:
+    """The same for the training run."""
+    if isinstance(metrics, LimitedMetrics):
+        return await metrics.training_run_async(run, baseline_run, start, end, step_s)
+    return await asyncio.to_thread(metrics.training_run, run, baseline_run, start, end, step_s)
