@@ -240,7 +240,7 @@ class Watcher:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=15)
+            self._thread.join(timeout=1)  # a daemon thread: it ends at its stream's next event or timeout
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -361,6 +361,7 @@ class Stack:
         env = {
             "KUBECONFIG": str(self.kube.kubeconfig),
             "LOSSGATE_SCRAPE_LAG_S": f"{self.args.scrape_interval:g}",
+            "LOSSGATE_METRICS_ADDRESS": "127.0.0.1",
             "LOSSGATE_TRAINING_LOOKBACK_S": "3600",
             "PYTHONUNBUFFERED": "1",
             "TMPDIR": str(tmp),  # the operator leaves a lossgate-ca-* dir per process: keep it in ours

@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lossgate.core.evidence import ArmStats, IntervalStats
-from lossgate.core.judge import JudgeConfig, evaluate
+from lossgate.core.judge import JudgeConfig, evaluate, interval_arrays, judge_path
 from lossgate.core.judge_codec import CorruptState, decode, encode
 from lossgate.core.judge_fold import JudgeFold, advance, conclude
+from lossgate.core.stratified import ArmArrays
 from lossgate.core.verdicts import LossVerdict
 from tests.unit.test_judge_properties import CFG, intervals_strategy
 
@@ -95,3 +96,22 @@ def test_numbers_that_are_not_a_fold_are_refused() -> None:
                    {**good, "regression": [0.0] * 5}):  # fmt: skip
         with pytest.raises(CorruptState):
             decode(broken)
+
+
+@settings(max_examples=50, deadline=None)
+@given(intervals=intervals_strategy(min_size=2, max_size=20, dense=True))
+def test_the_benchmarks_batched_paths_equal_one_history_at_a_time(intervals: list[IntervalStats]) -> None:
+    # Given a history judged alone (the operator's grid-stacked path) and as a row of a batch of two
+    base, can, tb, tc = interval_arrays(intervals)
+    used = np.ones(len(intervals), dtype=bool)
+    one = judge_path(base, can, tb, tc, used, CFG)
+    two = judge_path(
+        *(_twice(a) for a in (base, can)), np.stack([tb, tb]), np.stack([tc, tc]), np.stack([used, used]), CFG
+    )
+    # Then every look's p-values are bitwise the same
+    for name in ("log_p_regression", "log_p_not_worse", "log_p_catastrophic"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)[1])
+
+
+def _twice(arm: ArmArrays) -> ArmArrays:
+    return ArmArrays(np.stack([arm.n, arm.n]), np.stack([arm.sum, arm.sum]), np.stack([arm.sumsq, arm.sumsq]))

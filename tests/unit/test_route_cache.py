@@ -3,8 +3,11 @@ an API client that would fail any call: a cache hit costs no request."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import kopf
+from kopf._cogs.structs.references import Selector
 from kubernetes import client
 
 from lossgate.adapters.routers import (
@@ -16,6 +19,7 @@ from lossgate.adapters.routers import (
     make_router,
 )
 from lossgate.core.evidence import Problem, Weights
+from lossgate.reconcile import route_cache
 
 
 class Clock:
@@ -176,3 +180,67 @@ def test_routers_read_a_cache_hit_without_a_request() -> None:
     assert isinstance(got, Problem)
     assert got.kind == "Unavailable"
     api.close()
+
+
+def test_only_kinds_that_may_be_listed_and_watched_everywhere_served_are_watched() -> None:
+    asked: list[tuple[str, str, str | None]] = []
+
+    def allowed(verb: str, w: route_cache.Watch, ns: str | None) -> bool:
+        asked.append((verb, w.plural, ns))
+        return not (w.plural == "httproutes" and ns == "b" and verb == "watch")
+
+    # Given RBAC that refuses to watch HTTPRoutes in namespace b only
+    got = route_cache.watchable_with(allowed, ["a", "b"])
+    assert got == {route_cache.VIRTUALSERVICE, route_cache.DEPLOYMENT}
+    assert ("list", "deployments", "a") in asked
+    assert ("watch", "deployments", "b") in asked
+    # And cluster-wide (no namespaces) or with a pattern, the question is asked cluster-wide
+    for namespaces in ([], ["ml-*"]):
+        asked.clear()
+        assert route_cache.watchable_with(allowed, namespaces) == set(route_cache.WATCHES)
+        assert {ns for _, _, ns in asked} == {None}
+
+
+def test_watches_are_registered_once_and_only_for_allowed_kinds() -> None:
+    registry = kopf.OperatorRegistry()
+    # When the startup registers the watches twice (a restart in the same process)
+    route_cache.start_watches({route_cache.HTTPROUTE, route_cache.DEPLOYMENT}, registry)
+    route_cache.start_watches({route_cache.HTTPROUTE, route_cache.DEPLOYMENT}, registry)
+    # Then there is one handler per allowed kind, none for VirtualServices
+    got = sorted((h.id, str(h.selector)) for h in registry._watching.get_all_handlers())
+    assert got == [
+        ("cache_deployment", str(kopf_selector("apps", "v1", "deployments"))),
+        ("cache_httproute", str(kopf_selector("gateway.networking.k8s.io", "v1", "httproutes"))),
+    ]
+
+
+def kopf_selector(group: str, version: str, plural: str) -> Selector:
+    return Selector(group=group, version=version, plural=plural)
+
+
+def test_an_unreachable_api_server_at_startup_means_no_watches_after_one_question() -> None:
+    api = unreachable()
+    calls: list[str] = []
+    call = api.call_api
+
+    def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(url)
+        return call(method, url, *args, **kwargs)
+
+    api.call_api = counted  # type: ignore[method-assign]
+    # When the SelfSubjectAccessReviews cannot be sent, Then nothing is watched (reads stay GETs)
+    assert route_cache.watchable(api, ["a", "b"]) == set()
+    # And startup asked once, not 12 times (3 kinds x 2 verbs x 2 namespaces), each bounded by a timeout
+    assert len(calls) == 1
+    api.close()
+
+
+def test_kopf_success_lines_of_the_cache_handlers_are_dropped_and_nothing_else() -> None:
+    quiet = route_cache.QuietCacheHandlers()
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, msg, None, None)
+
+    assert not quiet.filter(record("Handler 'cache_deployment' succeeded."))
+    assert quiet.filter(record("Handler 'wake_on_change' succeeded."))
+    assert quiet.filter(record("Handler 'cache_deployment' failed with an exception and will stop now: x"))

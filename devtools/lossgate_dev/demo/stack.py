@@ -168,6 +168,7 @@ class Stack:
             "KUBECONFIG": str(self.plane.kubeconfig),
             "LOSSGATE_TRAINING_LOOKBACK_S": "3600",
             "LOSSGATE_SCRAPE_LAG_S": "1.5",
+            "LOSSGATE_METRICS_ADDRESS": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }

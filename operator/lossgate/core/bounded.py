@@ -103,6 +103,9 @@ def components(
     r_c, r_b = _ranges(path, direction)
     cap = KAPPA * np.minimum(path.n_c / np.maximum(r_c, 1e-300), path.n_b / np.maximum(r_b, 1e-300))
     base = np.asarray(scale, dtype=np.float64) * path.weight
+    if path.stratum.ndim == 1:  # one history: the whole grid at once (the same numbers, 37x fewer calls)
+        yield from _stacked(path, direction, start, r_c, r_b, cap, base)
+        return
     for g, (factor, log_w) in enumerate(zip(GRID_FACTORS, GRID_LOG_WEIGHTS, strict=True)):
         beta = np.where(path.stratum, np.minimum(factor * base, cap), 0.0)
         b_c, b_b = beta / path.n_c, beta / path.n_b
@@ -110,6 +113,28 @@ def components(
         a0, c0 = (start[g].a, start[g].c) if start is not None else (0.0, 0.0)
         a = running_sum(direction * beta * path.diff - penalty, a0)
         yield Component(log_w, a, running_sum(beta, c0))
+
+
+def _stacked(
+    path: StratifiedPath,
+    direction: int,
+    start: Sequence[Component] | None,
+    r_c: FloatArray,
+    r_b: FloatArray,
+    cap: FloatArray,
+    base: FloatArray,
+) -> Iterator[Component]:
+    """components() of a 1-D path with the grid as a leading axis: elementwise the same operations."""
+    factors = np.asarray(GRID_FACTORS, dtype=np.float64)[:, None]
+    beta = np.where(path.stratum, np.minimum(factors * base, cap), 0.0)
+    b_c, b_b = beta / path.n_c, beta / path.n_b
+    penalty = _h(r_c * b_c) * b_c * b_c * path.dev2_c + _h(r_b * b_b) * b_b * b_b * path.dev2_b
+    a0 = np.asarray([p.a for p in start], dtype=np.float64).reshape(-1) if start is not None else 0.0
+    c0 = np.asarray([p.c for p in start], dtype=np.float64).reshape(-1) if start is not None else 0.0
+    a = running_sum(direction * beta * path.diff - penalty, np.broadcast_to(a0, (len(GRID_FACTORS),)))
+    c = running_sum(beta, np.broadcast_to(c0, (len(GRID_FACTORS),)))
+    for g, log_w in enumerate(GRID_LOG_WEIGHTS):
+        yield Component(log_w, a[g], c[g])
 
 
 def last_look(parts: Iterable[Component]) -> tuple[Component, ...]:

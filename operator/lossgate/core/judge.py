@@ -83,6 +83,7 @@ class JudgePath:
     not_worse: BoolArray  # the judge says NOT_WORSE at this look (and not REGRESSION)
     catastrophic: BoolArray
     end: PathStart  # the state after the last look, for continuing with further intervals
+    parts: tuple[tuple[Component, ...], tuple[Component, ...]] | None = None  # kept for 1-D paths
 
 
 def used_intervals(
@@ -114,14 +115,18 @@ def _running_log_p(log_e: FloatArray, start: FloatArray | float) -> FloatArray:
 
 
 class _Recorded:
-    """Streams components through while keeping each one's last look (the state to continue from)."""
+    """Streams components through while keeping each one's last look (the state to continue from),
+    and every look too when `keep` (short paths: the confidence bounds reuse them)."""
 
-    def __init__(self, parts: Iterable[Component]) -> None:
-        self.parts, self.last = parts, list[Component]()
+    def __init__(self, parts: Iterable[Component], keep: bool) -> None:
+        self.parts, self.last, self.keep = parts, list[Component](), keep
+        self.all: list[Component] = []
 
     def __iter__(self) -> Iterator[Component]:
         for p in self.parts:
             self.last.extend(last_look([p]))
+            if self.keep:
+                self.all.append(p)
             yield p
 
 
@@ -141,8 +146,9 @@ def judge_path(
     mean_b = np.where(est.n_baseline > 0, est.sum_baseline / np.maximum(est.n_baseline, 1.0), 0.0)
     margin = config.resolve_margin(mean_b)
     scale = config.resolve_margin(est.centre_b)  # from data before each stratum: predictable
-    reg = _Recorded(components(est, scale, REGRESSION, s0.regression))
-    nw = _Recorded(components(est, scale, NOT_WORSE, s0.not_worse))
+    keep = est.stratum.ndim == 1  # one history (not the benchmark's thousands): keep for the bounds
+    reg = _Recorded(components(est, scale, REGRESSION, s0.regression), keep)
+    nw = _Recorded(components(est, scale, NOT_WORSE, s0.not_worse), keep)
     log_p_reg = _running_log_p(log_e_value(reg, REGRESSION, margin), s0.log_p_regression)
     log_p_nw = _running_log_p(log_e_value(nw, NOT_WORSE, margin), s0.log_p_not_worse)
 
@@ -170,8 +176,9 @@ def judge_path(
         log_p_catastrophic=log_p_cat[..., -1],
     )
     return JudgePath(
-        est, margin, scale, log_p_reg, log_p_nw, log_p_cat, regression, not_worse, catastrophic, end
-    )
+        est, margin, scale, log_p_reg, log_p_nw, log_p_cat, regression, not_worse, catastrophic, end,
+        (tuple(reg.all), tuple(nw.all)) if keep else None,
+    )  # fmt: skip
 
 
 def interval_arrays(
@@ -215,12 +222,13 @@ def running_bounds(
     """The confidence sequence's running intersection after each look: the highest lower bound (at
     alpha_rollback) and the lowest upper bound (at alpha_promote) so far, continuing from `cs`."""
     est, s0 = path.estimator, start or PathStart()
-    low = confidence_bound(
-        list(components(est, path.scale, REGRESSION, s0.regression)), REGRESSION, config.alpha_rollback
-    )
-    high = confidence_bound(
-        list(components(est, path.scale, NOT_WORSE, s0.not_worse)), NOT_WORSE, config.alpha_promote
-    )
+    if path.parts is not None:
+        reg, nw = path.parts
+    else:
+        reg = tuple(components(est, path.scale, REGRESSION, s0.regression))
+        nw = tuple(components(est, path.scale, NOT_WORSE, s0.not_worse))
+    low = confidence_bound(reg, REGRESSION, config.alpha_rollback)
+    high = confidence_bound(nw, NOT_WORSE, config.alpha_promote)
     if cs is not None:
         low, high = np.maximum(low, cs[0]), np.minimum(high, cs[1])
     return np.maximum.accumulate(low, axis=-1), np.minimum.accumulate(high, axis=-1)

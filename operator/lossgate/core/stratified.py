@@ -109,7 +109,11 @@ def running_sum(x: ArrayLike, start: ArrayLike = 0.0) -> FloatArray:
     last total, gives bitwise the same sums as the whole history at once.
     """
     xs = np.asarray(x, dtype=np.float64)
-    head = np.broadcast_to(np.asarray(start, dtype=np.float64)[..., None], (*xs.shape[:-1], 1))
+    s0 = np.asarray(start, dtype=np.float64)
+    if xs.ndim == 1 and s0.ndim == 0:  # the operator's case (one rollout): the same sums, less overhead
+        flat: FloatArray = np.cumsum(np.concatenate((s0[None], xs)))[1:]
+        return flat
+    head = np.broadcast_to(s0[..., None], (*xs.shape[:-1], 1))
     out: FloatArray = np.cumsum(np.concatenate([head, xs], axis=-1), axis=-1)[..., 1:]
     return out
 

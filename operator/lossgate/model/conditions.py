@@ -76,6 +76,7 @@ class Reason(StrEnum):
     # Reconciler-owned (SpecValid / RouterReady); router problem kinds from lossgate.ports are reasons too.
     SPEC_OK = "SpecOK"
     INVALID_SPEC = "InvalidSpec"
+    TAIL_BUCKET_UNKNOWN = "TailBucketUnknown"  # the catastrophic threshold is not a bucket we know of
     ROUTER_OK = "RouterOK"
     # Reconciler-owned (Reconciled)
     TICK_OK = "TickOK"

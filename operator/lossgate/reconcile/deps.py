@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ class OperatorConfig:
     # Prometheus credentials are read again after this long (and at once when Prometheus refuses them).
     secret_refresh: timedelta = timedelta(seconds=60)
     metrics_port: int = 8090
+    metrics_address: str = "0.0.0.0"  # noqa: S104 (in a pod the metrics port is scraped from outside)
     # Ticks wake on multiples of this (wall clock), so rollouts due together read Prometheus in one batch.
     tick_quantum_s: float = 1.0
     training_lookback: timedelta = timedelta(hours=6)
@@ -60,6 +62,7 @@ class OperatorConfig:
             tick_timeout=_seconds("LOSSGATE_TICK_TIMEOUT_S", 120),
             secret_refresh=_seconds("LOSSGATE_SECRET_REFRESH_S", 60),
             metrics_port=int(os.environ.get("LOSSGATE_METRICS_PORT", "8090")),
+            metrics_address=os.environ.get("LOSSGATE_METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
             tick_quantum_s=_env_float("LOSSGATE_TICK_QUANTUM_S", 1.0),
             training_lookback=_seconds("LOSSGATE_TRAINING_LOOKBACK_S", 21600),
             scrape_lag=_seconds("LOSSGATE_SCRAPE_LAG_S", 15),
@@ -119,7 +122,7 @@ class Deps:
         self.secrets = SecretCache(
             lambda ns, name: self.objects.read_secret(ns, name), self.clock, self.settings.secret_refresh
         )
-        self._ca_dir = Path(tempfile.mkdtemp(prefix="lossgate-ca-"))
+        self._ca_dir: Path | None = None  # made when a CA Secret is first used, removed by close()
 
     def router(self, ref: RouteRef) -> TrafficRouter:
         # get_weights() reads the watched copy when there is one; set_weights() always goes to the API.
@@ -215,12 +218,16 @@ class Deps:
             self._limiters.pop(key).retire()
 
     def _ca_file(self, pem: str) -> str:
+        if self._ca_dir is None:
+            self._ca_dir = Path(tempfile.mkdtemp(prefix="lossgate-ca-"))
         path = self._ca_dir / f"{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
         if not path.exists():
             path.write_text(pem)
         return str(path)
 
     def close(self) -> None:
+        if self._ca_dir is not None:
+            shutil.rmtree(self._ca_dir, ignore_errors=True)
         for limiter in self._limiters.values():
             limiter.close()
         for m in self._prom.values():

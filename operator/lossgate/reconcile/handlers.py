@@ -15,16 +15,17 @@ from typing import Any
 import kopf
 
 from lossgate.adapters.routers.k8s import REQUEST_TIMEOUT
-from lossgate.adapters.spec_refs import SpecProblem, route_ref
+from lossgate.adapters.spec_refs import tail_bucket_note
 from lossgate.core.actions import EmitEvent
 from lossgate.core.evidence import Problem, Weights
-from lossgate.model import API_GROUP, API_VERSION, PLURAL, ModelRolloutSpec, ModelRolloutStatus
+from lossgate.model import API_GROUP, API_VERSION, PLURAL, ModelRolloutStatus
+from lossgate.model.conditions import Reason
 from lossgate.model.status import Phase
 from lossgate.ports import RouterErrorKind
 from lossgate.reconcile import loop, route_cache
 from lossgate.reconcile.deps import Deps, OperatorConfig, load_api_client
 from lossgate.reconcile.rollout import report_invalid
-from lossgate.reconcile.spec_check import parse_spec
+from lossgate.reconcile.spec_check import check_spec
 from lossgate.reconcile.status_io import status_of
 
 GROUP, VERSION = API_GROUP, API_VERSION
@@ -55,7 +56,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         memo["deps"] = Deps(api_client=load_api_client(), settings=OperatorConfig.from_env())
     deps: Deps = memo["deps"]
     if deps.settings.metrics_port > 0:
-        deps.telemetry.serve(deps.settings.metrics_port)
+        deps.telemetry.serve(deps.settings.metrics_port, deps.settings.metrics_address)
     # Before kopf starts watching: a watch the API server refuses would stop the whole operator.
     kinds = await asyncio.to_thread(route_cache.watchable, deps.api_client, deps.settings.namespaces)
     route_cache.start_watches(kinds)
@@ -79,17 +80,13 @@ def _emitter(body: kopf.Body) -> Any:
 @kopf.on.update(*RESOURCE, field="spec")
 async def validate(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Refuse a spec the operator cannot act on, once: condition + Event, then a permanent error."""
-    spec = parse_spec(body)
-    problems = spec if isinstance(spec, list) else []
-    if isinstance(spec, ModelRolloutSpec):
-        try:
-            route_ref(body["metadata"]["namespace"], spec)
-        except SpecProblem as err:
-            problems = [str(err)]
-    if problems:
-        deps: Deps = memo["deps"]
-        await report_invalid(deps, body, problems, _emitter(body))
-        raise kopf.PermanentError("; ".join(problems))
+    checked = check_spec(body)
+    if isinstance(checked, list):
+        await report_invalid(memo["deps"], body, checked, _emitter(body))
+        raise kopf.PermanentError("; ".join(checked))
+    note = tail_bucket_note(checked[0])
+    if note is not None:  # legal (custom buckets), but the catastrophic guard may be blind: say so once
+        kopf.warn(body, reason=Reason.TAIL_BUCKET_UNKNOWN.value, message=note[:1000])
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10.0)
@@ -120,13 +117,11 @@ async def restore_baseline(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: A
     phase = read.phase.value if isinstance(read, ModelRolloutStatus) else read.phase
     if phase == Phase.PROMOTED.value:
         return
-    spec = parse_spec(body)
-    if not isinstance(spec, ModelRolloutSpec):
+    checked = check_spec(body)
+    if isinstance(checked, list):
         return
-    try:
-        router = deps.router(route_ref(body["metadata"]["namespace"], spec))
-    except SpecProblem:
-        return
+    spec, ref = checked
+    router = deps.router(ref)
     got = await asyncio.to_thread(router.set_weights, Weights(baseline=100, canary=0))
     if isinstance(got, Problem):
         if got.kind in _GONE:

@@ -23,6 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lossgate.adapters.routers import DEPLOYMENT, HTTPROUTE, VIRTUALSERVICE, RouteCache, gateway, istio
+from lossgate.adapters.routers.k8s import REQUEST_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,20 @@ Allowed = Callable[[str, Watch, str | None], bool]  # (verb, watch, namespace or
 
 def watchable(api_client: client.ApiClient, namespaces: Iterable[str]) -> set[str]:
     """The route kinds the operator may list and watch wherever it serves (blocking: SSARs)."""
-    return watchable_with(lambda verb, w, ns: _ssar(api_client, verb, w, ns), namespaces)
+    unreachable = False
+
+    def allowed(verb: str, w: Watch, ns: str | None) -> bool:
+        nonlocal unreachable
+        if unreachable:  # one timeout is enough: startup does not wait for every question
+            return False
+        try:
+            return _ssar(api_client, verb, w, ns)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning("could not ask whether the operator may %s %s.%s: %s", verb, w.plural, w.group, exc)
+            unreachable = not isinstance(exc, ApiException)
+            return False  # unknown: not watched, its reads stay GETs
+
+    return watchable_with(allowed, namespaces)
 
 
 def watchable_with(allowed: Allowed, namespaces: Iterable[str]) -> set[str]:
@@ -94,11 +108,8 @@ def _ssar(api_client: client.ApiClient, verb: str, w: Watch, namespace: str | No
     review = client.V1SelfSubjectAccessReview(
         spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs)
     )
-    try:
-        got: Any = client.AuthorizationV1Api(api_client).create_self_subject_access_review(review)
-    except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-        log.warning("could not ask whether the operator may %s %s.%s: %s", verb, w.plural, w.group, exc)
-        return False  # unknown: not watched, reads stay GETs
+    api: Any = client.AuthorizationV1Api(api_client)
+    got = api.create_self_subject_access_review(review, _request_timeout=REQUEST_TIMEOUT)
     return bool(got.status.allowed)
 
 
