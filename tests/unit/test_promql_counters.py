@@ -3,6 +3,7 @@ tests/adapters/test_prom_loss.py)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from hypothesis import given, settings
@@ -35,6 +36,69 @@ def test_value_at_an_instant_is_the_last_sample_at_or_before_it() -> None:
 
 def test_series_born_inside_the_window_counts_from_zero() -> None:
     assert _totals([(12, 3.0), (22, 5.0)], [0, 10, 20, 30]) == [0.0, 3.0, 2.0]
+
+
+def _read(
+    samples: list[tuple[int, float]], created: list[tuple[int, float]], instants: list[int], lookback: int
+) -> list[float]:
+    """What the reader does: the samples of (first instant - lookback, last instant], then totals."""
+    lo, hi = instants[0] - lookback, instants[-1]
+    count = [make_series(POD, [(t, v) for t, v in samples if lo < t <= hi])]
+    born = [make_series({"__name__": "m_created", "pod": "a"}, [(t, v) for t, v in created if lo < t <= hi])]
+    count, born = [c for c in count if c.samples], [b for b in born if b.samples]
+    return interval_totals(count, instants, reset_points(count, born), lookback, born)
+
+
+def test_a_series_created_inside_the_interval_counts_from_zero_with_a_lookback() -> None:
+    # Given a pod whose counter was created at 11 ms (its _created, in seconds) and first scraped at 12
+    created = [(12, 0.011), (22, 0.011)]
+    # Then with a 15 ms lookback its first value counts, as a new series
+    assert _read([(12, 3.0), (22, 5.0)], created, [0, 10, 20, 30], 15) == [0.0, 3.0, 2.0]
+
+
+def test_a_series_back_after_a_gap_longer_than_the_lookback_is_not_counted_again() -> None:
+    # Given a pod at 40 scraped until 100 ms, unseen until 500 ms (a Prometheus outage), then at 45
+    samples = [(90, 40.0), (100, 40.0), (500, 45.0), (510, 47.0)]
+    created = [(t, 0.0) for t, _ in samples]  # created long before
+    # Then with a 50 ms lookback the interval after the gap starts from its first sample: +2, not +47
+    assert _read(samples, created, [400, 505, 600], 50) == [0.0, 2.0]
+    # And without _created (user templates) the same: a series cannot be told new from back
+    assert _read(samples, [], [400, 505, 600], 50) == [0.0, 2.0]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    increments=st.lists(st.integers(0, 20), min_size=1, max_size=60),
+    restarts=st.sets(st.integers(1, 59), max_size=4),
+    gaps=st.sets(st.integers(0, 59), max_size=4),
+    gap=st.integers(1, 40),
+    cuts=st.lists(st.integers(1, 40), max_size=5),
+    hidden=st.booleans(),
+)
+def test_reading_in_chunks_equals_reading_the_whole_window(
+    increments: list[int], restarts: set[int], gaps: set[int], gap: int, cuts: list[int], hidden: bool
+) -> None:
+    # Given a counter scraped every 15 ms with restarts and gaps (some longer than the 300 ms lookback),
+    # with or without its _created series
+    t, value, born, samples, created = 0, 0.0, 0.0, list[tuple[int, float]](), list[tuple[int, float]]()
+    for i, inc in enumerate(increments):
+        t += 15 + (15 * gap if i in gaps else 0)
+        if i in restarts:
+            value, born = 0.0, t / 1000
+        value += inc
+        samples.append((t, value))
+        created.append((t, born))
+    instants = list(range(0, t + 100, 100))
+    kept = [] if hidden else created
+    # When the intervals are read at once, and in chunks (each from the last instant of the one before)
+    whole = _read(samples, kept, instants, 300)
+    bounds = sorted({0, *(c for c in cuts if c < len(instants) - 1), len(instants) - 1})
+    chunked = [
+        x for a, b in itertools.pairwise(bounds) for x in _read(samples, kept, instants[a : b + 1], 300)
+    ]
+    # Then every interval's total is exactly the same
+    assert chunked == whole
+    assert all(x >= 0 for x in whole)
 
 
 def test_a_drop_is_a_restart_whose_post_reset_value_is_added() -> None:

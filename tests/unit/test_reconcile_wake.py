@@ -119,11 +119,52 @@ def test_a_woken_daemon_ticks_at_once_not_after_its_requeue(monkeypatch: pytest.
 
 def test_sleeps_end_on_the_tick_grid_so_rollouts_due_together_wake_together() -> None:
     # Given two rollouts due 30 s from slightly different moments, on a 1 s grid
-    a = loop.on_grid(30.0, 1.0, now=1000.2)
-    b = loop.on_grid(30.0, 1.0, now=1000.7)
-    # Then both wake at 1031 s, never before they are due, at most one quantum late
-    assert (1000.2 + a, 1000.7 + b) == (1031.0, 1031.0)
-    assert 30.0 <= a < 31.0
-    assert 30.0 <= b < 31.0
+    a = loop.on_grid(30.0, 1.0, now=1000.6)
+    b = loop.on_grid(30.0, 1.0, now=1001.4)
+    # Then both wake at 1031 s, at most half a quantum from when they are due
+    assert (1000.6 + a, 1001.4 + b) == (1031.0, 1031.0)
+    assert abs(a - 30.0) <= 0.5
+    assert abs(b - 30.0) <= 0.5
+    # And one that woke on the grid and asks for 30 s lands on the grid 30 s later (no drift)
+    assert loop.on_grid(30.0, 1.0, now=1031.003) + 1031.003 == 1061.0
     # And a quantum of 0 leaves the sleep as it is
     assert loop.on_grid(30.0, 0.0, now=5.5) == 30.0
+
+
+def test_a_slow_tick_does_not_stretch_the_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given ticks that take 2 s of a 30 s requeue
+    async def slow_tick(*_: Any) -> timedelta:
+        await asyncio.sleep(0)
+        clock[0] += 2.0
+        return timedelta(seconds=30)
+
+    clock = [1000.0]
+    monkeypatch.setattr(loop.time, "time", lambda: clock[0])
+    monkeypatch.setattr(loop, "tick", slow_tick)
+    sleeps: list[float] = []
+
+    async def fake_sleep(stopped: _Stopped, wake: asyncio.Event, seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+        if len(sleeps) == 3:
+            stopped.flag.set()
+
+    monkeypatch.setattr(loop, "sleep", fake_sleep)
+    objects = FakeObjects(body=rollout_body())
+    deps = FakeDeps(objects, FakeRouter(), FakeMetrics(), FakeClock())
+    stopped = _Stopped()
+    # When the loop runs three ticks
+    asyncio.run(loop.run(deps, objects.body, lambda e: None, stopped, logging.getLogger("test")))
+    # Then each sleep is the requeue less the tick's 2 s: one tick every 30 s, not every 32 s
+    assert sleeps == [28.0, 28.0, 28.0]
+
+
+def test_rollouts_started_together_spread_over_the_interval() -> None:
+    # Given 1,000 rollouts whose first ticks all happen at once (an operator restart)
+    fractions = sorted(loop.phase(f"uid-{i}") for i in range(1000))
+    # Then their first requeues are spread over the whole interval, about evenly, and stable
+    assert fractions[0] > 0
+    assert fractions[-1] <= 1
+    deciles = [sum(1 for f in fractions if k / 10 < f <= (k + 1) / 10) for k in range(10)]
+    assert all(60 <= d <= 140 for d in deciles), deciles  # 100 each +- 4 sd of a binomial(1000, 0.1)
+    assert loop.phase("uid-7") == loop.phase("uid-7")

@@ -4,15 +4,17 @@ A tick is bounded by LOSSGATE_TICK_TIMEOUT_S. A tick that raises or times out be
 Reconciled=False and one Event per distinct error (trouble.py), never a silent restart, and is
 retried with exponential back-off; a wake-up (spec edit, command annotation) retries at once.
 Sleeps end on a wall-clock grid of LOSSGATE_TICK_QUANTUM_S, so rollouts tick in rounds whose
-Prometheus reads are batched (batching.py).
+Prometheus reads are batched (batching.py); a requeue counts from the tick's start, so the period
+stays the interval, and each rollout's first requeue is shortened by a stable per-rollout fraction,
+so rollouts that start together spread over the interval instead of ticking in one burst.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, Protocol
@@ -24,6 +26,7 @@ from lossgate.reconcile.trouble import failure_backoff, failure_message, report_
 from lossgate.reconcile.wake import sleep
 
 MIN_SLEEP = timedelta(seconds=1)
+MIN_GAP_S = 0.05  # between a tick that overran its requeue and the next
 
 
 class Stopped(Protocol):
@@ -43,25 +46,45 @@ async def run(
 ) -> None:
     uid = str(body["metadata"].get("uid") or "")
     wake = deps.wakeups.event(uid)
-    failures = 0
+    failures, first = 0, True
     try:
         while not stopped:
             wake.clear()  # a wake-up during the tick makes the next sleep return at once
+            started = time.time()
             delay, ok = await _one_tick(deps, body, emit, logger, failures)
             failures = 0 if ok else failures + 1
-            seconds = on_grid(max(MIN_SLEEP, delay).total_seconds(), deps.settings.tick_quantum_s)
-            await sleep(stopped, wake, seconds)
+            # A requeue counts from the tick's start (its clock), so a slow tick does not stretch the
+            # period past the interval; a failure's back-off counts from the failure. Then the grid.
+            wait, q = max(MIN_SLEEP, delay).total_seconds(), deps.settings.tick_quantum_s
+            if ok and first and q > 0:  # spread rollouts over the interval (a restart starts them all)
+                wait *= phase(uid)
+            if ok:
+                wait = max(on_grid(wait, q, started) - (time.time() - started), MIN_GAP_S)
+            else:
+                wait = on_grid(wait, q)
+            first = first and not ok
+            await sleep(stopped, wake, wait)
     finally:
         deps.wakeups.forget(uid)
 
 
+def phase(uid: str) -> float:
+    """A stable fraction in (0, 1] per rollout: its first requeue is shortened by it, so rollouts that
+    start together (an operator restart, a bulk apply) tick spread over the interval from then on
+    instead of all at once. Waking early is harmless: a tick with nothing new changes nothing."""
+    return (zlib.crc32(uid.encode()) % 1000 + 1) / 1000
+
+
 def on_grid(seconds: float, quantum_s: float, now: float | None = None) -> float:
-    """The sleep that ends on the next multiple of the quantum (wall clock) at or after `seconds`:
-    rollouts due at about the same time wake together, so their Prometheus reads are batched."""
+    """The sleep that ends on the grid point (multiples of the quantum, wall clock) nearest to
+    `seconds` from now: rollouts due at about the same time wake together, so their Prometheus reads
+    are batched. Nearest, not next: a tick that woke on a grid point and asks for a whole number of
+    quanta lands on a grid point again, so the period stays the interval. At most half a quantum
+    early, which a deadline absorbs (the tick asks again for the rest)."""
     if quantum_s <= 0:
         return seconds
     t = time.time() if now is None else now
-    return math.ceil((t + seconds) / quantum_s) * quantum_s - t
+    return max(round((t + seconds) / quantum_s) * quantum_s - t, 0.0)
 
 
 async def _one_tick(

@@ -105,7 +105,8 @@ class LossReader:
         problem = self._check(arms, instants)
         if problem:
             return problem
-        totals = {arm: _totals(series, instants) for arm, (_, series) in arms.items()}
+        lookback_ms = round(self.config.lookback_s * 1000)
+        totals = {arm: _totals(series, instants, lookback_ms) for arm, (_, series) in arms.items()}
         return [
             IntervalStats(
                 instants[i] / 1000, instants[i + 1] / 1000, totals["baseline"][i], totals["canary"][i]
@@ -170,10 +171,16 @@ class LossReader:
         return None
 
 
-def _totals(series: dict[str, list[counters.Series]], instants: list[int]) -> list[ArmStats]:
+def _totals(
+    series: dict[str, list[counters.Series]], instants: list[int], lookback_ms: int
+) -> list[ArmStats]:
     counted = [s for kind in ("count", "sum", "sumsq", "bucket") for s in series.get(kind, [])]
-    resets = counters.reset_points(counted, series.get("created", []))
-    per = {kind: counters.interval_totals(series.get(kind, []), instants, resets) for kind in KINDS[:4]}
+    created = series.get("created", [])
+    resets = counters.reset_points(counted, created)
+    per = {
+        kind: counters.interval_totals(series.get(kind, []), instants, resets, lookback_ms, created)
+        for kind in KINDS[:4]
+    }
     has_bucket = bool(series.get("bucket"))
     return [
         ArmStats(n=n, sum=s, sumsq=q, tail=max(n - b, 0.0) if has_bucket else 0.0)
