@@ -96,9 +96,11 @@ def test_hostile_values_in_a_regex_matcher_template_match_literally(served: Prom
         problem = _read(served, hostile, hostile, **templates)
         assert isinstance(problem, Problem), (hostile, problem)
         assert problem.kind == "NoData", (hostile, problem)
-    # And the same templates with the real versions read data
-    (iv,) = _read(served, "v41", "v42", **templates)
-    assert (iv.baseline.n, iv.canary.n) == (5.0, 5.0)
+    # And the same templates with the real versions match the real series (a result, not NoData;
+    # without _created their first scrape in the window is the base: docs/metrics.md)
+    got = _read(served, "v41", "v42", **templates)
+    assert isinstance(got, list), got
+    assert len(got) == 1
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
