@@ -110,7 +110,7 @@ class _Stopped:
         return self.left <= 0
 
     async def wait(self) -> None:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never set: the loop is stopped through __bool__
 
 
 def _run_loop(
@@ -169,7 +169,7 @@ def test_a_hanging_tick_times_out_into_a_condition(monkeypatch: pytest.MonkeyPat
     deps = FakeDeps(objects, FakeRouter(canary=25), FakeMetrics(), FakeClock(), settings=settings)
 
     async def hang(*_: Any) -> timedelta:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # a tick that never returns: only the tick timeout ends it
         return timedelta(0)
 
     monkeypatch.setattr(loop, "tick", hang)
