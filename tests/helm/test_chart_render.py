@@ -108,7 +108,10 @@ def test_default_deployment_is_hardened() -> None:
 def test_operator_settings_become_flags_and_environment() -> None:
     # Given namespaces, peering, a log level and the analysis concurrency as values
     docs = render(
-        {**VARIANTS["ha-namespaced"], "operator": {"logLevel": "DEBUG", "maxConcurrentPerPrometheus": 3}}
+        {
+            **VARIANTS["ha-namespaced"],
+            "operator": {"logLevel": "DEBUG", "maxConcurrentPerPrometheus": 3, "maxConcurrentTicks": 8},
+        }
     )
     (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
@@ -117,6 +120,7 @@ def test_operator_settings_become_flags_and_environment() -> None:
     assert "--peering=lossgate" in c["args"]
     assert env["LOSSGATE_LOG_LEVEL"] == "DEBUG"
     assert env["LOSSGATE_MAX_CONCURRENT_PER_PROMETHEUS"] == "3"
+    assert env["LOSSGATE_MAX_CONCURRENT_TICKS"] == "8"
     assert one(docs, "Deployment")["spec"]["replicas"] == 3
 
 

@@ -263,3 +263,24 @@ def test_a_finished_training_run_is_read_twice_then_never_again() -> None:
     assert status.training_health is not None
     assert status.training_health.finished
     assert status.training_health.last_step == 299.0
+
+
+def test_an_abort_reads_nothing_from_prometheus_and_rolls_back() -> None:
+    # Given a progressing rollout whose Prometheus now hangs on every read
+    metrics = RecordingMetrics()
+    deps, objects = start({}, metrics)
+    assert run_ticks(deps, objects, 3).phase.value == "Progressing"
+    reads = len(metrics.loss_reads)
+
+    def hung(*_: Any) -> Any:
+        raise AssertionError("an abort must not wait for Prometheus")
+
+    metrics.loss_intervals = hung  # type: ignore[method-assign]
+    # When someone annotates it with lossgate.io/abort
+    objects.body["metadata"]["annotations"] = {"lossgate.io/abort": ""}
+    status = run_ticks(deps, objects, 1)
+    # Then it rolled back to 0% without a single loss read, and kept the evidence it had
+    assert status.phase.value == "RolledBack"
+    assert status.canary_weight == 0
+    assert len(metrics.loss_reads) == reads
+    assert status.analysis is not None

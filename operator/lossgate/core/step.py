@@ -92,6 +92,15 @@ class Judged:
     version_problem: Problem | None
 
 
+def reads_metrics(command: ManualCommand | None) -> bool:
+    """Whether this tick reads Prometheus: not when it aborts. An abort rolls back whatever the
+    evidence says, so it must take effect as fast with a slow or dead Prometheus as with a healthy one
+    (a black-holed Prometheus costs a read its timeout, three times). Other commands still read: a
+    promote yields to a regression found this tick, and a pause must not pass for a tick on which
+    Prometheus answered (onMetricsUnavailable's clock)."""
+    return command is not ManualCommand.ABORT
+
+
 def training_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
     """Whether to read the training run this tick: gated rollouts that are not finished, whose run
     is still training (or not read yet), once the verdict is a few intervals old."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,6 +10,7 @@ from lossgate.core.actions import EmitEvent, ScaleCanary, SetWeight
 from lossgate.core.decision import Decision
 from lossgate.core.evidence import Problem, Weights
 from lossgate.ports import TrafficRouter
+from lossgate.reconcile.threads import to_thread
 
 EventSink = Callable[[EmitEvent], None]
 
@@ -28,13 +28,13 @@ async def apply(
     for action in decision.actions:
         match action:
             case SetWeight():
-                got = await asyncio.to_thread(router.set_weights, action.weights)
+                got = await to_thread(router.set_weights, action.weights)
                 if isinstance(got, Problem):
                     out.problems.append(got)
                 else:
                     out.weights = got
             case ScaleCanary():
-                problem = await asyncio.to_thread(
+                problem = await to_thread(
                     objects.scale_deployment, namespace, action.deployment, action.replicas
                 )
                 if problem is not None:

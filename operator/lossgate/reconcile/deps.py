@@ -18,10 +18,13 @@ from lossgate.adapters.routers import RouteCache, RouteRef, make_router
 from lossgate.core.evidence import Problem
 from lossgate.model.analysis import PrometheusSource
 from lossgate.ports import CanaryPodsRef, Clock, TrafficRouter, VersionSource
+from lossgate.reconcile.admission import TickGate
 from lossgate.reconcile.batching import LossBatcher
 from lossgate.reconcile.limits import EndpointLimiter, LimitedMetrics
+from lossgate.reconcile.memory import MallocTrimmer
 from lossgate.reconcile.secrets import SecretCache
 from lossgate.reconcile.telemetry import OperatorMetrics
+from lossgate.reconcile.threads import POOLS
 from lossgate.reconcile.wake import Wakeups
 
 
@@ -47,6 +50,14 @@ class OperatorConfig:
     metrics_address: str = "0.0.0.0"  # noqa: S104 (in a pod the metrics port is scraped from outside)
     # Ticks wake on multiples of this (wall clock), so rollouts due together read Prometheus in one batch.
     tick_quantum_s: float = 1.0
+    # Routine ticks running at once (admission.py); a tick someone asked for is always admitted.
+    max_concurrent_ticks: int = 128
+    # kopf's per-object event workers at once (handlers.py): bounds its PATCHes after a bulk apply.
+    kopf_workers: int = 200
+    # Threads for the Kubernetes calls of routine ticks (threads.py); urgent ticks have their own.
+    kube_threads: int = 16
+    # Hand freed heap memory back to the kernel this often (memory.py); 0 turns it off.
+    malloc_trim_s: float = 10.0
     training_lookback: timedelta = timedelta(hours=6)
     # Read up to this long before now: a sample still being scraped would otherwise be missed and the
     # last interval change on the next read. About one scrape interval of the Prometheus in use.
@@ -64,6 +75,10 @@ class OperatorConfig:
             metrics_port=int(os.environ.get("LOSSGATE_METRICS_PORT", "8090")),
             metrics_address=os.environ.get("LOSSGATE_METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
             tick_quantum_s=_env_float("LOSSGATE_TICK_QUANTUM_S", 1.0),
+            max_concurrent_ticks=_env_count("LOSSGATE_MAX_CONCURRENT_TICKS", 128),
+            kopf_workers=_env_count("LOSSGATE_KOPF_WORKERS", 200),
+            kube_threads=_env_count("LOSSGATE_KUBE_THREADS", 16),
+            malloc_trim_s=_env_float("LOSSGATE_MALLOC_TRIM_S", 10.0),
             training_lookback=_seconds("LOSSGATE_TRAINING_LOOKBACK_S", 21600),
             scrape_lag=_seconds("LOSSGATE_SCRAPE_LAG_S", 15),
         )
@@ -118,6 +133,11 @@ class Deps:
 
     def __post_init__(self) -> None:
         self.objects = RolloutObjects(self.api_client)
+        self.gate = TickGate(self.settings.max_concurrent_ticks)
+        self.trimmer = MallocTrimmer(
+            self.settings.malloc_trim_s, observe=self.telemetry.malloc_trim_seconds.observe
+        )
+        self.telemetry.watch_ticks(lambda: self.gate.running, lambda: self.gate.waiting)
         # A lambda, not the bound method: tests swap `objects` for a fake after construction.
         self.secrets = SecretCache(
             lambda ns, name: self.objects.read_secret(ns, name), self.clock, self.settings.secret_refresh
@@ -225,7 +245,14 @@ class Deps:
             path.write_text(pem)
         return str(path)
 
+    def start(self) -> None:
+        """What runs beside the handlers: the Kubernetes thread pool's size, the heap trimmer."""
+        POOLS.configure(self.settings.kube_threads)
+        self.trimmer.start()
+
     def close(self) -> None:
+        self.trimmer.stop()
+        POOLS.close()
         if self._ca_dir is not None:
             shutil.rmtree(self._ca_dir, ignore_errors=True)
         for limiter in self._limiters.values():

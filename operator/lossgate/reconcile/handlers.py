@@ -8,7 +8,6 @@ Run with `lossgate operator` (or `kopf run -m lossgate.reconcile.handlers`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -27,8 +26,10 @@ from lossgate.reconcile.deps import Deps, OperatorConfig, load_api_client
 from lossgate.reconcile.rollout import report_invalid
 from lossgate.reconcile.spec_check import check_spec
 from lossgate.reconcile.status_io import status_of
+from lossgate.reconcile.threads import to_thread
 
 GROUP, VERSION = API_GROUP, API_VERSION
+KOPF_WORKER_IDLE_S = 1.0
 RESOURCE = (GROUP, VERSION, PLURAL)
 _GONE = {
     RouterErrorKind.NOT_FOUND.value,
@@ -41,6 +42,9 @@ logging.getLogger("kopf.objects").addFilter(route_cache.QuietCacheHandlers())
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    if "deps" not in memo:  # tests may pass a memo with their own Deps
+        memo["deps"] = Deps(api_client=load_api_client(), settings=OperatorConfig.from_env())
+    deps: Deps = memo["deps"]
     # kopf keeps its bookkeeping in lossgate.io annotations, never in our structural status.
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
@@ -52,13 +56,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf's own calls (patches, Events) get the same bounds as ours (adapters/routers/k8s.py).
     settings.networking.connect_timeout = REQUEST_TIMEOUT[0]
     settings.networking.request_timeout = sum(REQUEST_TIMEOUT)
-    if "deps" not in memo:  # tests may pass a memo with their own Deps
-        memo["deps"] = Deps(api_client=load_api_client(), settings=OperatorConfig.from_env())
-    deps: Deps = memo["deps"]
+    # kopf processes each object's events in a worker of its own, unbounded by default: 10,000 new
+    # objects meant 10,000 PATCHes at once, timeouts and retries. Bound them, and let an idle worker
+    # go after a second (not five) so the bound is not held by objects with nothing to do.
+    settings.queueing.worker_limit = deps.settings.kopf_workers
+    settings.queueing.idle_timeout = KOPF_WORKER_IDLE_S
+    deps.start()
     if deps.settings.metrics_port > 0:
         deps.telemetry.serve(deps.settings.metrics_port, deps.settings.metrics_address)
     # Before kopf starts watching: a watch the API server refuses would stop the whole operator.
-    kinds = await asyncio.to_thread(route_cache.watchable, deps.api_client, deps.settings.namespaces)
+    kinds = await to_thread(route_cache.watchable, deps.api_client, deps.settings.namespaces)
     route_cache.start_watches(kinds)
 
 
@@ -122,7 +129,7 @@ async def restore_baseline(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: A
         return
     spec, ref = checked
     router = deps.router(ref)
-    got = await asyncio.to_thread(router.set_weights, Weights(baseline=100, canary=0))
+    got = await to_thread(router.set_weights, Weights(baseline=100, canary=0))
     if isinstance(got, Problem):
         if got.kind in _GONE:
             logger.warning("nothing to restore: %s", got.message)

@@ -6,7 +6,9 @@ even after a cancelled tick (the thread finishes its bounded HTTP call, the slot
 then), and blocked queries never occupy the event loop's default executor that the Kubernetes calls
 of every other rollout use. A query that waits longer than the queue timeout for a slot is
 Unavailable ("saturated"), like any other metrics outage: decide() holds, and rolls back only after
-onMetricsUnavailable.after.
+onMetricsUnavailable.after. An urgent tick (threads.URGENT: someone just edited or commanded the
+rollout) reads through one extra slot of its own and skips the batch window, so a command never waits
+for the routine reads queued before it.
 
 `LimitedMetrics` implements the MetricsSource port (blocking methods, as the port says) and adds
 `*_async` methods that wait for the slot on the event loop instead of in a thread: use those.
@@ -25,6 +27,7 @@ from typing import TypeVar
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.ports import LossSeriesRef, MetricsErrorKind, MetricsSource
 from lossgate.reconcile.batching import LossBatcher
+from lossgate.reconcile.threads import URGENT, to_thread
 
 T = TypeVar("T")
 # Problem reasons (details["reason"], adapters/prometheus/client.py) that mean our credentials or CA
@@ -38,6 +41,7 @@ class EndpointLimiter:
     def __init__(self, name: str, limit: int, queue_timeout_s: float) -> None:
         self.name, self.limit, self.queue_timeout_s = name, max(1, limit), queue_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=self.limit, thread_name_prefix="lossgate-prom")
+        self._urgent_pool: ThreadPoolExecutor | None = None  # the extra slot, made on first use
         self._lock = threading.Lock()
         self.in_flight = 0  # calls running now (telemetry, tests)
 
@@ -74,9 +78,9 @@ class EndpointLimiter:
             loop.call_soon_threadsafe(started.set)
 
         try:
-            fut: Future[T] = self._pool.submit(self._track(mark, fn))
+            fut: Future[T] = self._pool_now().submit(self._track(mark, fn))
         except RuntimeError:  # retired while a tick still held it (a rotated token): run unlimited
-            return await asyncio.to_thread(fn)
+            return await to_thread(fn)
         try:
             await asyncio.wait_for(started.wait(), self.queue_timeout_s)
         except TimeoutError:
@@ -87,12 +91,25 @@ class EndpointLimiter:
             raise
         return await asyncio.wrap_future(fut)
 
+    def _pool_now(self) -> ThreadPoolExecutor:
+        """The shared slots, or the urgent tick's own one."""
+        if not URGENT.get():
+            return self._pool
+        if self._urgent_pool is None:
+            self._urgent_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossgate-prom-urgent")
+        return self._urgent_pool
+
+    def _pools(self) -> list[ThreadPoolExecutor]:
+        return [self._pool] if self._urgent_pool is None else [self._pool, self._urgent_pool]
+
     def retire(self) -> None:
         """No new calls will come: the threads end once the calls already queued are done."""
-        self._pool.shutdown(wait=False)
+        for pool in self._pools():
+            pool.shutdown(wait=False)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools():
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class LimitedMetrics:
@@ -129,8 +146,9 @@ class LimitedMetrics:
     async def loss_intervals_async(
         self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
     ) -> list[IntervalStats] | Problem:
-        if self.batcher is not None and id(self.batcher.source) == id(self.inner):  # joins the round
-            return self._seen(await self.batcher.read(ref, start, end, interval_s))
+        batcher = None if URGENT.get() else self.batcher  # an urgent tick does not wait for the round
+        if batcher is not None and id(batcher.source) == id(self.inner):  # joins the round
+            return self._seen(await batcher.read(ref, start, end, interval_s))
         fn = partial(self.inner.loss_intervals, ref, start, end, interval_s)
         return self._seen(await self.limiter.call_async(fn, self.busy))
 
@@ -163,7 +181,7 @@ async def read_loss_intervals(
     any other MetricsSource (a test's fake) in a thread."""
     if isinstance(metrics, LimitedMetrics):
         return await metrics.loss_intervals_async(ref, start, end, interval_s)
-    return await asyncio.to_thread(metrics.loss_intervals, ref, start, end, interval_s)
+    return await to_thread(metrics.loss_intervals, ref, start, end, interval_s)
 
 
 async def read_training_run(
@@ -172,4 +190,4 @@ async def read_training_run(
     """The same for the training run."""
     if isinstance(metrics, LimitedMetrics):
         return await metrics.training_run_async(run, baseline_run, start, end, step_s)
-    return await asyncio.to_thread(metrics.training_run, run, baseline_run, start, end, step_s)
+    return await to_thread(metrics.training_run, run, baseline_run, start, end, step_s)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from lossgate.core.actions import EmitEvent
 from lossgate.reconcile.deps import Deps
 from lossgate.reconcile.rollout import tick
+from lossgate.reconcile.threads import URGENT
 from lossgate.reconcile.trouble import failure_backoff, failure_message, report_trouble
 from lossgate.reconcile.wake import sleep
 
@@ -46,12 +47,12 @@ async def run(
 ) -> None:
     uid = str(body["metadata"].get("uid") or "")
     wake = deps.wakeups.event(uid)
-    failures, first = 0, True
+    failures, first, urgent = 0, True, False
     try:
         while not stopped:
             wake.clear()  # a wake-up during the tick makes the next sleep return at once
             started = time.time()
-            delay, ok = await _one_tick(deps, body, emit, logger, failures)
+            delay, ok = await _one_tick(deps, body, emit, logger, failures, urgent)
             failures = 0 if ok else failures + 1
             # A requeue counts from the tick's start (its clock), so a slow tick does not stretch the
             # period past the interval; a failure's back-off counts from the failure. Then the grid.
@@ -64,6 +65,7 @@ async def run(
                 wait = on_grid(wait, q)
             first = first and not ok
             await sleep(stopped, wake, wait)
+            urgent = wake.is_set()  # woken by an edit or a command: this tick goes first (threads.py)
     finally:
         deps.wakeups.forget(uid)
 
@@ -93,8 +95,24 @@ async def _one_tick(
     emit: Callable[[EmitEvent], None],
     logger: logging.Logger | logging.LoggerAdapter[Any],
     failures: int,
+    urgent: bool = False,
 ) -> tuple[timedelta, bool]:
     """(the decision's requeue, True) when the tick completed, else (the back-off, False)."""
+    async with deps.gate.slot(urgent):  # the wait for a slot is not part of the tick's timeout
+        token = URGENT.set(urgent)  # the tick's task copies the context: its calls take this path
+        try:
+            return await _timed_tick(deps, body, emit, logger, failures)
+        finally:
+            URGENT.reset(token)
+
+
+async def _timed_tick(
+    deps: Deps,
+    body: Mapping[str, Any],
+    emit: Callable[[EmitEvent], None],
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    failures: int,
+) -> tuple[timedelta, bool]:
     timeout = deps.settings.tick_timeout
     try:
         return await asyncio.wait_for(tick(deps, body, emit), timeout.total_seconds()), True

@@ -32,6 +32,9 @@ def run(
     if namespaces:
         os.environ["LOSSGATE_NAMESPACES"] = ",".join(namespaces)
     import lossgate.reconcile.handlers  # noqa: F401  (registers the handlers)
+    from lossgate.reconcile.memory import limit_arenas
+
+    limit_arenas()  # before kopf and the handlers start their threads
 
     kopf.configure(verbose=os.environ.get("LOSSGATE_LOG_LEVEL", "").upper() == "DEBUG")
 

@@ -1,7 +1,7 @@
 """Observe one ModelRollout: read the router, Prometheus, the training runs and the canary's version.
 
 Only reads: judging is core.step's, deciding core.machine's. Every read runs in a thread
-(asyncio.to_thread) and the reads run concurrently, so one slow backend never stalls the event loop
+(reconcile/threads.py) and the reads run concurrently, so one slow backend never stalls the event loop
 that serves the other rollouts. The loss read covers only the intervals closed since the judge's state
 in status ends, so a tick costs the same on a rollout's first day as on its tenth.
 """
@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.observation import command_from_annotations
-from lossgate.core.step import Gathered, LossPlan, training_due
+from lossgate.core.step import Gathered, LossPlan, reads_metrics, training_due
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.ports import LossSeriesRef, MetricsSource, TrafficRouter, VersionSource
 from lossgate.reconcile.limits import read_loss_intervals, read_training_run
+from lossgate.reconcile.threads import to_thread
 
 TRAINING_POINTS = 2000  # Prometheus answers at most 11,000 points per series; stay well under
 
@@ -36,18 +37,22 @@ async def gather(
     scrape_lag: timedelta = timedelta(0),
     versions: VersionSource | None = None,
 ) -> Gathered:
-    weights_task = asyncio.to_thread(router.get_weights)
-    loss_task = _loss(
-        spec, metrics, loss_ref, plan, now - scrape_lag, probe=plan is None and not status.terminal
-    )
-    training_task = _training(spec, status, metrics, now, training_lookback)
+    command = command_from_annotations(annotations)
+    weights_task = to_thread(router.get_weights)
+    if reads_metrics(command):
+        loss_task = _loss(
+            spec, metrics, loss_ref, plan, now - scrape_lag, probe=plan is None and not status.terminal
+        )
+        training_task = _training(spec, status, metrics, now, training_lookback)
+    else:  # an abort decides without evidence (core.step.reads_metrics): nothing new is read
+        loss_task, training_task = _nothing_read(plan), _none()
     version_task = _version(versions)
     weights, (loss, probe), training, version = await asyncio.gather(
         weights_task, loss_task, training_task, version_task
     )
     return Gathered(
         generation=generation,
-        command=command_from_annotations(annotations),
+        command=command,
         weights=weights,
         loss=loss,
         loss_probe=probe,
@@ -98,10 +103,18 @@ async def _training(
     return await read_training_run(metrics, run, baseline_run, now - lookback, now, step_s)
 
 
+async def _nothing_read(plan: LossPlan | None) -> tuple[list[IntervalStats] | None, None]:
+    return ([] if plan is not None else None), None
+
+
+async def _none() -> None:
+    return None
+
+
 async def _version(versions: VersionSource | None) -> str | Problem | None:
     if versions is None:
         return None
-    return await asyncio.to_thread(versions.canary_version)
+    return await to_thread(versions.canary_version)
 
 
 __all__ = ["gather"]

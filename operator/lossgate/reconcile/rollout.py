@@ -8,7 +8,6 @@ it changed (status_io.needs_write). Every Kubernetes call runs in a thread.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from lossgate.reconcile.deps import Deps
 from lossgate.reconcile.observe import gather
 from lossgate.reconcile.spec_check import check_spec
 from lossgate.reconcile.status_io import UnreadableStatus, needs_write, status_of, wire
+from lossgate.reconcile.threads import to_thread
 from lossgate.reconcile.trouble import UNREADABLE_RECHECK, report_trouble, unreadable_message
 
 INVALID_SPEC_RECHECK = timedelta(minutes=5)  # the daemon also wakes on any spec change
@@ -82,7 +82,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
     write = await _write_status(deps, ns, name, status, new_status)
     if write is None and judged.observation.command is not None:
         annotation = judged.observation.command.annotation
-        await asyncio.to_thread(deps.objects.remove_annotations, ns, name, [annotation])
+        await to_thread(deps.objects.remove_annotations, ns, name, [annotation])
 
     _telemetry(deps, ns, name, decision, judged.metrics_problem, time.monotonic() - t0)
     return decision.requeue_after
@@ -138,7 +138,7 @@ async def _write_status(
         deps.telemetry.status_writes.labels("skipped").inc()
         return None
     deps.telemetry.status_writes.labels("written").inc()
-    return await asyncio.to_thread(deps.objects.write_status, ns, name, wire(new))
+    return await to_thread(deps.objects.write_status, ns, name, wire(new))
 
 
 async def report_invalid(
@@ -167,7 +167,7 @@ async def report_invalid(
         await _write_status(deps, ns, name, read, new)
     else:  # an unreadable status stays as it is: only the conditions are written
         patch = {"conditions": [c.model_dump(mode="json", by_alias=True) for c in conds]}
-        await asyncio.to_thread(deps.objects.write_status, ns, name, patch)
+        await to_thread(deps.objects.write_status, ns, name, patch)
     if was is None or was.status != ConditionStatus.FALSE or was.message != message:
         emit(EmitEvent(EventType.WARNING, Reason.INVALID_SPEC.value, message))  # once per distinct problem
 

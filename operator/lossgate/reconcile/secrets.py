@@ -10,7 +10,6 @@ Problems are not cached: a missing Secret is read again every tick until it exis
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ from datetime import datetime, timedelta
 from lossgate.adapters.kube.objects import secret_key
 from lossgate.core.evidence import Problem
 from lossgate.ports import Clock, RouterErrorKind
+from lossgate.reconcile.threads import to_thread
 
 SecretReader = Callable[[str, str], dict[str, str] | Problem]
 
@@ -41,7 +41,7 @@ class SecretCache:
         now, cached = self._clock.now(), self._entries.get((namespace, name))
         if cached is not None and now - cached.read_at < self.refresh:
             return cached.data
-        got = await asyncio.to_thread(self._read, namespace, name)
+        got = await to_thread(self._read, namespace, name)
         if isinstance(got, Problem):
             if cached is not None and got.kind == RouterErrorKind.UNAVAILABLE.value:
                 return cached.data  # an API server hiccup: keep the last good value, read again next time

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Failed")
@@ -49,7 +51,24 @@ class OperatorMetrics:
             ["namespace", "name", "reason"],
             registry=self.registry,
         )
+        self.ticks = Gauge(
+            "lossgate_ticks",
+            "Analysis ticks running, and routine ticks waiting for a slot (LOSSGATE_MAX_CONCURRENT_TICKS).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.malloc_trim_seconds = Histogram(
+            "lossgate_malloc_trim_seconds",
+            "Time to hand freed heap memory back to the kernel (LOSSGATE_MALLOC_TRIM_S).",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
+            registry=self.registry,
+        )
         self._phase_of: dict[tuple[str, str], str] = {}
+
+    def watch_ticks(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
+        """Read the tick gate's counts at each scrape."""
+        self.ticks.labels("running").set_function(running)
+        self.ticks.labels("waiting").set_function(waiting)
 
     def set_phase(self, namespace: str, name: str, phase: str | None) -> None:
         """Move one rollout between phase gauges (None: the rollout is gone)."""

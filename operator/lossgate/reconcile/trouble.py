@@ -7,7 +7,6 @@ router is not touched), and one Warning Event per distinct problem, not one per 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from lossgate.model import ModelRolloutStatus
 from lossgate.model.conditions import ConditionStatus, ConditionType, Reason, get_condition, set_condition
 from lossgate.reconcile.deps import Deps
 from lossgate.reconcile.status_io import UnreadableStatus, status_of
+from lossgate.reconcile.threads import to_thread
 
 # An unreadable status is looked at again after this (sooner when the status is edited: wake.py).
 UNREADABLE_RECHECK = timedelta(minutes=1)
@@ -75,6 +75,6 @@ async def report_trouble(
         generation,
     )
     patch = {"conditions": [c.model_dump(mode="json", by_alias=True) for c in new]}
-    problem = await asyncio.to_thread(deps.objects.write_status, ns, name, patch)
+    problem = await to_thread(deps.objects.write_status, ns, name, patch)
     emit(EmitEvent(EventType.WARNING, reason.value, message))
     return problem
