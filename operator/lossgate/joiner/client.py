@@ -10,6 +10,7 @@ errors, honouring Retry-After, up to `retries` times; a 400 raises JoinerError n
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -67,7 +68,7 @@ class JoinerClient:
                 if e.code not in (429, 503) or attempt == self.retries:
                     raise JoinerError(e.code, body) from None
                 wait = min(self.max_wait_s, float(e.headers.get("Retry-After") or wait))
-            except (urllib.error.URLError, TimeoutError, ConnectionError):
+            except (urllib.error.URLError, OSError, http.client.HTTPException):
                 if attempt == self.retries:
                     raise
             time.sleep(wait)
