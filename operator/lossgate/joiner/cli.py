@@ -20,7 +20,7 @@ def open_store(args: argparse.Namespace) -> Store:
     if args.redis:
         from lossgate.joiner.redis_store import RedisStore
 
-        return RedisStore(args.redis, prefix=args.redis_prefix, **common)
+        return RedisStore(args.redis, prefix=args.redis_prefix, lease_s=args.export_lease, **common)
     from lossgate.joiner.sqlite_store import SqliteStore
 
     return SqliteStore(args.sqlite or "lossgate-joiner.db", synchronous=args.sqlite_synchronous, **common)

@@ -13,6 +13,7 @@ name>`, `?class=`, `?model=` (otherwise the InferenceService name).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,8 +93,10 @@ def _v2_rows(ev: Event, outputs: Any) -> tuple[list[Any], str]:
     name = str(out.get("name", ""))
     try:
         data = np.asarray(out.get("data"), dtype=np.float64)
-        shape = [int(d) for d in out.get("shape", [])]
-        rows = data.reshape(shape[0], -1) if shape else data.reshape(1, -1)
+        shape = [int(d) for d in out.get("shape") or [1, data.size]]
+        if not shape or any(d < 1 for d in shape) or math.prod(shape) != data.size:
+            raise ValueError(f"shape {shape} does not hold {data.size} values")
+        rows = data.reshape(shape[0], -1)
     except (TypeError, ValueError) as e:
         raise FieldError(f"outputs[{name}].data", f"not a numeric tensor of its shape ({e})") from None
     return [r.tolist() if r.size > 1 else float(r[0]) for r in rows], name

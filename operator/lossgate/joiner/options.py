@@ -55,4 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-clock-override", action="store_true", help="tests only: POST /v1/clock moves the clock"
     )
+    p.add_argument(
+        "--export-lease", type=seconds, default=30.0,
+        help="Redis: how long the replica exporting the shared counters keeps that role unscraped (30s)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="INFO")

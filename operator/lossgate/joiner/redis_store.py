@@ -49,6 +49,7 @@ class RedisStore:
         grace_s: float = 86400.0,
         wall: Callable[[], float] = time.time,
         timeout_s: float = 5.0,
+        lease_s: float = 30.0,
     ) -> None:
         if capacity < 1 or ttl_s <= 0 or grace_s < 0:
             raise ValueError("capacity must be >= 1, ttl_s > 0 and grace_s >= 0")
@@ -63,7 +64,7 @@ class RedisStore:
         self._expire = self.r.register_script(EXPIRE)
         self._lease = self.r.register_script(LEASE)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.lease_ms = 30_000
+        self.lease_ms = max(1, int(lease_s * 1000))
         self.r.ping()
 
     def _skey(self, key: SeriesKey) -> str:
