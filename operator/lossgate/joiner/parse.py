@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from lossgate.instrument.losses import log_probs
+import numpy as np
+
+from lossgate.instrument.losses import log_probs, log_probs_rows
 from lossgate.joiner.records import FieldError, Label, Prediction, SeriesKey
 
 MAX_BATCH = 10_000
@@ -16,6 +20,7 @@ MAX_ID = 256  # characters of a prediction id
 MAX_NAME = 128  # characters of a model, version or class
 MAX_CLASSES = 4096
 MAX_FUTURE_S = 300.0  # serving times this far ahead of the joiner's clock are refused (clock skew)
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
 def loads(body: bytes, what: str = "body") -> Any:
@@ -51,7 +56,7 @@ def text(value: Any, field: str, limit: int) -> str:
     s = str(value)
     if not 0 < len(s) <= limit:
         raise FieldError(field, f"must be 1 to {limit} characters, got {len(s)}")
-    if any(ord(c) < 32 for c in s):
+    if _CONTROL.search(s):
         raise FieldError(field, "must not contain control characters")
     return s
 
@@ -79,25 +84,50 @@ def timestamp(value: Any, field: str, now: float) -> float:
     return t
 
 
-def scores(item: dict[str, Any], field: str, kind: str | None = None) -> bytes:
-    """The item's probabilities or logits as float64 log-probability bytes."""
+def _raw_scores(item: dict[str, Any], field: str) -> tuple[str, str, Any]:
+    """(kind, field of the scores, the scores) after type checks; the numbers are checked later."""
     keys = [k for k in ("probabilities", "logits") if k in item]
     if len(keys) != 1:
         raise FieldError(field, "give exactly one of probabilities or logits")
     values = item[keys[0]]
     where = f"{field}.{keys[0]}"
     if isinstance(values, list):
-        if len(values) > MAX_CLASSES:
-            raise FieldError(where, f"at most {MAX_CLASSES} classes, got {len(values)}")
+        if not 0 < len(values) <= MAX_CLASSES:
+            raise FieldError(where, f"must hold 1 to {MAX_CLASSES} numbers, got {len(values)}")
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             raise FieldError(where, "must be numbers")
     elif isinstance(values, bool) or not isinstance(values, int | float):
         raise FieldError(where, f"must be a number or a list of numbers, got {type(values).__name__}")
-    try:
-        lp = log_probs(**{keys[0]: values})
-    except ValueError as e:
-        raise FieldError(where, str(e)) from None
-    return lp.tobytes()
+    return keys[0], where, values
+
+
+def scores(item: dict[str, Any], field: str) -> bytes:
+    """One item's probabilities or logits as float64 log-probability bytes."""
+    return score_rows([_raw_scores(item, field)])[0]
+
+
+def score_rows(raw: list[tuple[str, str, Any]]) -> list[bytes]:
+    """Log-probability bytes of many (kind, field, scores), grouped by kind and width so that
+    lossgate.instrument computes each group at once (bit for bit what log_probs gives one by one)."""
+    groups: defaultdict[tuple[str, int], list[int]] = defaultdict(list)
+    for i, (kind, _, values) in enumerate(raw):
+        groups[(kind, len(values) if isinstance(values, list) else 0)].append(i)
+    out: list[bytes] = [b""] * len(raw)
+    for (kind, _width), idx in groups.items():
+        try:
+            rows = log_probs_rows(
+                np.array([raw[i][2] for i in idx], dtype=np.float64), logits=kind == "logits"
+            )
+        except ValueError:
+            for i in idx:  # find and name the offending item
+                try:
+                    log_probs(**{kind: raw[i][2]})
+                except ValueError as e:
+                    raise FieldError(raw[i][1], str(e)) from None
+            raise
+        for i, row in zip(idx, rows, strict=True):
+            out[i] = row.tobytes()
+    return out
 
 
 def key(item: dict[str, Any], field: str) -> SeriesKey:
@@ -108,21 +138,30 @@ def key(item: dict[str, Any], field: str) -> SeriesKey:
 
 
 def predictions(doc: Any, now: float) -> list[Prediction]:
-    out = []
-    for i, item in enumerate(batch(doc, "predictions")):
+    items = batch(doc, "predictions")
+    heads: list[tuple[str, SeriesKey, float]] = []
+    raw: list[tuple[str, str, Any]] = []
+    keys: dict[tuple[Any, Any, Any], SeriesKey] = {}  # model/version/class repeat: validate each once
+    for i, item in enumerate(items):
         field = f"predictions[{i}]"
         if not isinstance(item, dict):
             raise FieldError(field, f"must be an object, got {type(item).__name__}")
+        raw_key = (item.get("model"), item.get("version"), item.get("class"))
+        try:
+            k = keys.get(raw_key)
+        except TypeError:  # unhashable (a list or an object where a name belongs)
+            k = None
+        if k is None:
+            k = key(item, field)
+            if all(isinstance(x, str | None) for x in raw_key):
+                keys[raw_key] = k
         served = item.get("served_at", now)
-        out.append(
-            Prediction(
-                text(item.get("id"), f"{field}.id", MAX_ID),
-                key(item, field),
-                timestamp(served, f"{field}.served_at", now),
-                scores(item, field),
-            )
+        heads.append(
+            (text(item.get("id"), f"{field}.id", MAX_ID), k, timestamp(served, f"{field}.served_at", now))
         )
-    return out
+        raw.append(_raw_scores(item, field))
+    lps = score_rows(raw)
+    return [Prediction(pid, k, served_at, lp) for (pid, k, served_at), lp in zip(heads, lps, strict=True)]
 
 
 def label_value(value: Any, field: str) -> int:

@@ -64,6 +64,7 @@ class SqliteStore:
         ttl_s: float = 14 * 86400.0,
         grace_s: float = 86400.0,
         synchronous: str = "NORMAL",
+        checkpoint_every_s: float = 1.0,
         wall: Callable[[], float] = time.time,
     ) -> None:
         if capacity < 1 or ttl_s <= 0 or grace_s < 0:
@@ -77,6 +78,9 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints (copying the WAL into the database file, with its fsync) run in a thread of
+        # their own, so a commit never waits for one: the writer only appends to the WAL.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
         self._ids: dict[SeriesKey, int] = {}
         self._series: dict[int, Series] = {}
@@ -87,6 +91,23 @@ class SqliteStore:
         self._pending = sum(s.pending for s in self._series.values())
         self._created: list[SeriesKey] = []
         self._staged: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints,
+            args=(str(path), checkpoint_every_s),
+            name="sqlite-checkpoint",
+            daemon=True,
+        )
+        self._checkpointer.start()
+
+    def _checkpoints(self, path: str, every_s: float) -> None:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=5000")
+        try:
+            while not self._stop.wait(every_s):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never blocks the writer
+        finally:
+            db.close()
 
     # Writes ---------------------------------------------------------------------------------------
     def add_predictions(self, batch: list[Prediction], now: float) -> PredictResult:
@@ -101,7 +122,7 @@ class SqliteStore:
                 rows = []
                 for p in fresh:
                     sid = self._series_id(p.key, changed)
-                    changed.setdefault(sid, self._series[sid].copy()).predictions += 1
+                    self._changed(changed, sid).predictions += 1
                     rows.append((p.id, sid, p.served_at, p.served_at + self.ttl_s, p.lp))
                 self._db.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?)", rows)
                 self._count(outcome_deltas(result))
@@ -134,7 +155,7 @@ class SqliteStore:
             result.joined = len(joined)
             with self._txn() as changed:
                 for _, sid, scored in joined:
-                    changed.setdefault(sid, self._series[sid].copy()).observe(scored)
+                    self._changed(changed, sid).observe(scored)
                 self._db.executemany("DELETE FROM pending WHERE id = ?", [(j[0],) for j in joined])
                 forget = now + self.ttl_s + self.grace_s  # past any redelivery's own deadline
                 self._db.executemany(
@@ -155,7 +176,7 @@ class SqliteStore:
                 ).fetchall()
                 with self._txn() as changed:
                     for _, sid, _ in rows:
-                        changed.setdefault(sid, self._series[sid].copy()).expired["ttl"] += 1
+                        self._changed(changed, sid).expired["ttl"] += 1
                     self._db.executemany("DELETE FROM pending WHERE id = ?", [(r[0],) for r in rows])
                     self._db.executemany(
                         "INSERT INTO done VALUES (?, ?, ?)",
@@ -184,7 +205,10 @@ class SqliteStore:
             return dict(self._outcomes)
 
     def close(self) -> None:
+        self._stop.set()
+        self._checkpointer.join(10)
         with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
 
     # Internals ------------------------------------------------------------------------------------
@@ -206,6 +230,12 @@ class SqliteStore:
             self._created.append(key)  # forgotten again if the transaction rolls back
             changed[sid] = new.copy()
         return sid
+
+    def _changed(self, changed: dict[int, Series], sid: int) -> Series:
+        s = changed.get(sid)
+        if s is None:
+            s = changed[sid] = self._series[sid].copy()
+        return s
 
     def _count(self, deltas: dict[str, int]) -> None:
         self._staged = {name: self._outcomes[name] + n for name, n in deltas.items()}
