@@ -218,3 +218,28 @@ def test_json_constants_and_deep_nesting_are_refused() -> None:
         with pytest.raises(FieldError) as err:
             parse.loads(body)
         assert err.value.field == "body"
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(
+    width=st.integers(1, 12),
+    n=st.integers(1, 40),
+    logits=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_batched_log_probs_are_bit_identical_to_one_at_a_time(
+    width: int, n: int, logits: bool, seed: int
+) -> None:
+    # Given n predictions of one width (probabilities or logits)
+    rng = np.random.default_rng(seed)
+    x = (
+        rng.normal(0, 8, (n, width))
+        if logits
+        else (rng.dirichlet(np.ones(width), n) if width > 1 else rng.random((n, 1)))
+    )
+    # When the joiner turns the batch into log-probabilities at once
+    rows = parse.score_rows([("logits" if logits else "probabilities", "f", r.tolist()) for r in x])
+    # Then every row is, bit for bit, what lossgate.instrument.log_probs gives for that prediction alone
+    for r, got in zip(x, rows, strict=True):
+        one = log_probs(**({"logits": r} if logits else {"probabilities": r}))
+        assert got == one.tobytes()

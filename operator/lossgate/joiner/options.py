@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -34,9 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="NORMAL survives a killed process; FULL also a power loss (slower)")  # fmt: skip
     p.add_argument(
         "--redis",
-        default=None,
+        default=os.environ.get("LOSSGATE_JOINER_REDIS_URL") or None,
         metavar="URL",
-        help="Redis URL (redis://host:6379/0): shared state for replicas",
+        help="Redis URL (redis://host:6379/0): shared state for replicas (env LOSSGATE_JOINER_REDIS_URL)",
     )
     p.add_argument(
         "--redis-prefix", default="{lossgate}", help="key prefix, a Cluster hash tag (default {lossgate})"

@@ -26,10 +26,10 @@ for _, b in ipairs(fresh) do
   local id, sk = ARGV[b], KEYS[5 + tonumber(ARGV[b + 1])]
   redis.call('HSET', KEYS[1], id, ARGV[b + 3])
   redis.call('ZADD', KEYS[2], ARGV[b + 2], id)
-  redis.call('HINCRBY', sk, 'predictions', 1)
-  used[sk] = true
+  used[sk] = (used[sk] or 0) + 1
 end
-for sk, _ in pairs(used) do
+for sk, c in pairs(used) do
+  redis.call('HINCRBY', sk, 'predictions', c)
   redis.call('HSETNX', sk, 'created', ARGV[2])
   redis.call('SADD', KEYS[5], sk)
 end
@@ -44,6 +44,7 @@ return {#fresh, dup}
 LABEL = """
 local n = tonumber(ARGV[2])
 local joined, dup, late, unknown = 0, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local acc = {}  -- per series: the batch's increments, written once per series at the end
 for i = 0, n - 1 do
   local b = 6 + 7 * i
   local id = ARGV[b]
@@ -52,17 +53,30 @@ for i = 0, n - 1 do
     redis.call('HSET', KEYS[3], id, '1')
     redis.call('ZADD', KEYS[4], ARGV[1], id)
     local sk = KEYS[5 + tonumber(ARGV[b + 1])]
-    redis.call('HINCRBY', sk, 'count', 1)
-    redis.call('HINCRBYFLOAT', sk, 'sum', ARGV[b + 2])
-    redis.call('HINCRBYFLOAT', sk, 'sumsq', ARGV[b + 3])
-    redis.call('HINCRBY', sk, 'b' .. ARGV[b + 4], 1)
-    redis.call('HINCRBY', sk, 'd' .. ARGV[b + 5], 1)
-    redis.call('HINCRBYFLOAT', sk, 'delay_sum', ARGV[b + 6])
+    local a = acc[sk]
+    if not a then
+      a = {count = 0, sum = 0, sumsq = 0, delay_sum = 0, fields = {}}
+      acc[sk] = a
+    end
+    a.count = a.count + 1
+    a.sum = a.sum + tonumber(ARGV[b + 2])
+    a.sumsq = a.sumsq + tonumber(ARGV[b + 3])
+    a.delay_sum = a.delay_sum + tonumber(ARGV[b + 6])
+    local fb, fd = 'b' .. ARGV[b + 4], 'd' .. ARGV[b + 5]
+    a.fields[fb] = (a.fields[fb] or 0) + 1
+    a.fields[fd] = (a.fields[fd] or 0) + 1
     joined = joined + 1
   else  -- another replica joined or expired it since it was read
     local st = redis.call('HGET', KEYS[3], id)
     if st == '1' then dup = dup + 1 elseif st == '2' then late = late + 1 else unknown = unknown + 1 end
   end
+end
+for sk, a in pairs(acc) do
+  redis.call('HINCRBY', sk, 'count', a.count)
+  redis.call('HINCRBYFLOAT', sk, 'sum', string.format('%.17g', a.sum))
+  redis.call('HINCRBYFLOAT', sk, 'sumsq', string.format('%.17g', a.sumsq))
+  redis.call('HINCRBYFLOAT', sk, 'delay_sum', string.format('%.17g', a.delay_sum))
+  for f, v in pairs(a.fields) do redis.call('HINCRBY', sk, f, v) end
 end
 local counts = {label_joined = joined, label_duplicate = dup, label_late = late, label_unknown = unknown}
 for name, v in pairs(counts) do

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS outcomes (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 _LABELLED, _EXPIRED = 1, 2
 _CHUNK = 500  # ids per IN (...) query
 _EXPIRE_BATCH = 5000
+_WAL_RESTART = 32 * 1024 * 1024
 
 
 def _chunks(ids: list[str]) -> Iterator[list[str]]:
@@ -81,6 +82,7 @@ class SqliteStore:
         # Checkpoints (copying the WAL into the database file, with its fsync) run in a thread of
         # their own, so a commit never waits for one: the writer only appends to the WAL.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.execute(f"PRAGMA journal_size_limit={_WAL_RESTART}")
         self._db.executescript(_SCHEMA)
         self._ids: dict[SeriesKey, int] = {}
         self._series: dict[int, Series] = {}
@@ -105,7 +107,12 @@ class SqliteStore:
         db.execute("PRAGMA busy_timeout=5000")
         try:
             while not self._stop.wait(every_s):
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never blocks the writer
+                # PASSIVE never blocks the writer, but under a steady stream of commits the WAL never
+                # gets fully copied and so never restarts from its beginning: past _WAL_RESTART bytes,
+                # a RESTART checkpoint holds the writer for the few milliseconds of one second's writes.
+                wal = Path(f"{path}-wal")
+                big = wal.exists() and wal.stat().st_size > _WAL_RESTART
+                db.execute(f"PRAGMA wal_checkpoint({'RESTART' if big else 'PASSIVE'})")
         finally:
             db.close()
 
