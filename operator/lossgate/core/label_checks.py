@@ -60,6 +60,15 @@ class Coverage:
 
 
 @dataclass(frozen=True)
+class LabelEvidence:
+    """What the label joiner's series say about one rollout's window (adapters.prometheus.labels)."""
+
+    baseline: Coverage
+    canary: Coverage
+    delay_p90_s: float | None
+
+
+@dataclass(frozen=True)
 class CoverageCheck:
     z: float | None
     p_value: float | None

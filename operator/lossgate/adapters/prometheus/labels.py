@@ -10,23 +10,15 @@ counters are durable (no resets), so the difference is exact; unlike increase(),
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime
 
 from lossgate.adapters.prometheus import promql
 from lossgate.adapters.prometheus.client import PromClient, QueryFailed
 from lossgate.core.evidence import Problem
-from lossgate.core.label_checks import Coverage, histogram_quantile
+from lossgate.core.label_checks import Coverage, LabelEvidence, histogram_quantile
 from lossgate.ports import LossSeriesRef
 
 DELAY_METRIC = "model_prediction_label_delay_seconds"
-
-
-@dataclass(frozen=True)
-class LabelEvidence:
-    baseline: Coverage
-    canary: Coverage
-    delay_p90_s: float | None
 
 
 def read_label_evidence(
