@@ -3,21 +3,32 @@ the p90 label delay (equal to Prometheus' own histogram_quantile), and the hold 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lossgate.adapters.prometheus import PromClient, PrometheusConfig
-from lossgate.adapters.prometheus.labels import LabelEvidence, read_label_evidence
-from lossgate.core.label_checks import coverage_imbalance, delay_warning
+from lossgate.adapters.prometheus import PromClient, PrometheusConfig, PrometheusMetrics
+from lossgate.adapters.prometheus.labels import read_label_evidence
+from lossgate.adapters.spec_refs import health_config, judge_config
+from lossgate.core.decision import DecisionKind
+from lossgate.core.label_checks import LabelEvidence, coverage_imbalance, delay_warning
+from lossgate.core.machine import decide
+from lossgate.core.step import judge_tick
 from lossgate.joiner import JoinerClient
+from lossgate.model import Reason
 from lossgate.ports import LossSeriesRef
+from lossgate.reconcile.observe import gather
 from lossgate_dev.devenv.joiner import JoinerProcess
 from lossgate_dev.devenv.procs import wait_until
 from lossgate_dev.devenv.prom import Prometheus
+from tests.unit.reconcile_fakes import FakeRouter
+from tests.unit.test_machine_rules import PASS, at_step, make_spec
 
 pytestmark = pytest.mark.prom
 
@@ -74,3 +85,22 @@ def test_coverage_and_delay_read_from_the_joiner(prometheus: Prometheus, tmp_pat
     hold = coverage_imbalance(got.baseline, got.canary).hold
     assert hold is not None
     assert "50% of the canary's" in hold
+
+    # And through the operator's own tick (LOSSGATE_LABEL_CHECKS on): observe reads the step's label
+    # evidence from Prometheus, and decide() holds the weight on the coverage gap
+    spec = make_spec(model="fraud", stepDefaults={"minSamples": 1, "minDuration": "1s"})
+    status = at_step(spec, 0).model_copy(update={"step_started_at": start})
+    metrics = PrometheusMetrics(PrometheusConfig(prometheus.url))
+    kwargs: dict[str, Any] = dict(
+        spec=spec, status=status, generation=1, annotations={}, router=FakeRouter(5), metrics=metrics,
+        loss_ref=LossSeriesRef("ml", "fraud", "v41", "v42"), plan=None, now=end,
+        training_lookback=timedelta(hours=1),
+    )  # fmt: skip
+    off = asyncio.run(gather(**kwargs))
+    on = asyncio.run(gather(**kwargs, label_checks=True))
+    assert off.labels is None
+    assert on.labels == got
+    judged = judge_tick(spec, status, None, on, judge_config(spec), health_config(spec))
+    decision = decide(spec, status, replace(judged.observation, health=PASS), end)
+    assert decision.kind is DecisionKind.HOLD
+    assert decision.reason == Reason.LABEL_COVERAGE_IMBALANCED

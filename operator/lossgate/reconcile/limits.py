@@ -23,7 +23,8 @@ from functools import partial
 from typing import TypeVar
 
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
-from lossgate.ports import LossSeriesRef, MetricsErrorKind, MetricsSource
+from lossgate.core.label_checks import LabelEvidence
+from lossgate.ports import LabelSource, LossSeriesRef, MetricsErrorKind, MetricsSource
 from lossgate.reconcile.batching import LossBatcher
 
 T = TypeVar("T")
@@ -125,6 +126,11 @@ class LimitedMetrics:
         )
         return self._seen(got)
 
+    def label_evidence(self, ref: LossSeriesRef, start: datetime, end: datetime) -> LabelEvidence | Problem:
+        if not isinstance(self.inner, LabelSource):
+            return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source has no label series")
+        return self._seen(self.limiter.call(partial(self.inner.label_evidence, ref, start, end), self.busy))
+
     # -- the same on the event loop: what observe() should await -------------------------------------
     async def loss_intervals_async(
         self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
@@ -173,3 +179,18 @@ async def read_training_run(
     if isinstance(metrics, LimitedMetrics):
         return await metrics.training_run_async(run, baseline_run, start, end, step_s)
     return await asyncio.to_thread(metrics.training_run, run, baseline_run, start, end, step_s)
+
+
+async def read_label_evidence(
+    metrics: MetricsSource, ref: LossSeriesRef, start: datetime, end: datetime
+) -> LabelEvidence | Problem | None:
+    """The label joiner's evidence for [start, end], endpoint-limited like the other reads; None for a
+    source without label series (a test's fake)."""
+    if isinstance(metrics, LimitedMetrics):
+        if not isinstance(metrics.inner, LabelSource):
+            return None
+        fn = partial(metrics.inner.label_evidence, ref, start, end)
+        return metrics._seen(await metrics.limiter.call_async(fn, metrics.busy))
+    if isinstance(metrics, LabelSource):
+        return await asyncio.to_thread(metrics.label_evidence, ref, start, end)
+    return None
