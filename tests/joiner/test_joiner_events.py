@@ -22,9 +22,11 @@ DAY = 86400.0
 
 @pytest.fixture
 def joiner(tmp_path: Path) -> Iterator[JoinerProcess]:
+    # (started as `lossgate joiner`, the subcommand; the other tests use `lossgate-joiner`'s module)
     j = JoinerProcess.start(
-        tmp_path / "j", "--sqlite", str(tmp_path / "j.db"), "--capacity", "50", "--allow-clock-override"
-    )
+        tmp_path / "j", "--sqlite", str(tmp_path / "j.db"), "--capacity", "50", "--allow-clock-override",
+        subcommand=True,
+    )  # fmt: skip
     yield j
     j.stop()
 

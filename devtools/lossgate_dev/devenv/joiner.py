@@ -21,12 +21,13 @@ class JoinerProcess:
     port: int = 0
     server: Server | None = None
     restarts: int = field(default=0)
+    subcommand: bool = False
 
     @classmethod
-    def start(cls, workdir: Path, *args: str) -> JoinerProcess:
+    def start(cls, workdir: Path, *args: str, subcommand: bool = False) -> JoinerProcess:
         """Start with `args` (e.g. "--sqlite", path or "--redis", url); waits for /healthz."""
         workdir.mkdir(parents=True, exist_ok=True)
-        j = cls(workdir, list(args), free_port())
+        j = cls(workdir, list(args), free_port(), subcommand=subcommand)
         j.launch()
         return j
 
@@ -39,15 +40,9 @@ class JoinerProcess:
         return f"127.0.0.1:{self.port}"
 
     def launch(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "lossgate.joiner.cli",
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
+        # `lossgate joiner` (the subcommand) or `lossgate-joiner` (its own entry point): the same options.
+        command = ["lossgate.entry", "joiner"] if self.subcommand else ["lossgate.joiner.cli"]
+        argv = [sys.executable, "-m", *command, "--listen", "127.0.0.1", "--port", str(self.port)]
         log = self.workdir / f"joiner-{self.port}.log"
         self.server = Server("lossgate-joiner", [*argv, *self.args], log, env={"PYTHONUNBUFFERED": "1"})
         wait_until(lambda: self.get("/healthz")["ok"] is True, 30, "joiner /healthz", self.server)
