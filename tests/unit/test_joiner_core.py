@@ -5,6 +5,7 @@ leaves the counters equal to what a ledger says."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from lossgate.joiner import parse
 from lossgate.joiner.accounting import DELAY_BUCKETS, score
 from lossgate.joiner.records import FieldError, Full
 from lossgate.joiner.sqlite_store import SqliteStore
+from lossgate.joiner.store import Store
 
 T0 = 1_800_000_000.0
 TTL = 100.0
@@ -87,18 +89,9 @@ OPS = st.lists(
 )
 
 
-@settings(
-    max_examples=60,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(ops=OPS)
-def test_sqlite_store_equals_the_ledger(tmp_path: Path, ops: list[tuple[str, int, float, float]]) -> None:
-    # Given a fresh store file (TTL 100 s) and a ledger
-    db = tmp_path / f"j{abs(hash(tuple(ops)))}.db"
-    db.unlink(missing_ok=True)
-    store, ledger, now = SqliteStore(db, capacity=1000, ttl_s=TTL, wall=lambda: T0), Ledger(), T0
+def check_against_ledger(open_store: Callable[[], Store], ops: list[tuple[str, int, float, float]]) -> None:
+    """Run `ops` on a store and on a ledger; the counters must agree (shared with the Redis test)."""
+    store, ledger, now = open_store(), Ledger(), T0
     # When predictions (some redelivered, some served long ago), labels (some twice, some late),
     # clock advances with expiry passes and restarts happen in any order
     for op, i, x, t in ops:
@@ -117,11 +110,12 @@ def test_sqlite_store_equals_the_ledger(tmp_path: Path, ops: list[tuple[str, int
             ledger.expire(now)
         else:
             store.close()
-            store = SqliteStore(db, capacity=1000, ttl_s=TTL, wall=lambda: T0)
+            store = open_store()
     # Then predictions, labelled, expired, the loss sum and the pending count equal the ledger's
     (s,) = store.snapshot().values() or [None]
     if s is None:
         assert not ledger.served
+        store.close()
         return
     assert s.predictions == len(ledger.served)
     assert s.count == len(ledger.labelled)
@@ -130,6 +124,20 @@ def test_sqlite_store_equals_the_ledger(tmp_path: Path, ops: list[tuple[str, int
     assert math.isclose(s.sum, math.fsum(ledger.labelled.values()), rel_tol=1e-12, abs_tol=1e-12)
     assert sum(s.buckets) == s.count
     store.close()
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=OPS)
+def test_sqlite_store_equals_the_ledger(tmp_path: Path, ops: list[tuple[str, int, float, float]]) -> None:
+    # Given a fresh store file (TTL 100 s) and a ledger
+    db = tmp_path / f"j{abs(hash(tuple(ops)))}.db"
+    db.unlink(missing_ok=True)
+    check_against_ledger(lambda: SqliteStore(db, capacity=1000, ttl_s=TTL, wall=lambda: T0), ops)
 
 
 def test_capacity_refuses_the_whole_batch(tmp_path: Path) -> None:
