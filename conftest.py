@@ -6,9 +6,14 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.infra.kube_fixtures", "tests.infra.prom_fixtures", "tests.infra.thirdparty_crds"]
+pytest_plugins = [
+    "tests.infra.kube_fixtures",
+    "tests.infra.prom_fixtures",
+    "tests.infra.redis_fixtures",
+    "tests.infra.thirdparty_crds",
+]
 
-_REAL_SERVER_FIXTURES = {"kube", "prometheus", "pushgateway"}
+_REAL_SERVER_FIXTURES = {"kube", "prometheus", "pushgateway", "redis_server"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks: Debian's Prometheus (+ promtool, Pushgateway).
+# Installs what a fresh machine lacks: Debian's Prometheus (+ promtool, Pushgateway) and redis-server.
 # Idempotent; the Go builds and the Python venv are separate Makefile targets.
 set -euo pipefail
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
+command -v redis-server >/dev/null || missing+=(redis-server)  # the joiner's shared store (tests, bench)
 command -v openssl >/dev/null || missing+=(openssl)  # the local control plane's throw-away PKI
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> apt-get install ${missing[*]} (Debian packages)"
@@ -17,3 +18,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 echo "prometheus: $(prometheus --version 2>&1 | head -1)"
+echo "redis-server: $(redis-server --version)"

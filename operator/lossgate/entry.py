@@ -1,5 +1,6 @@
-"""The `lossgate` console script: `lossgate operator` runs the reconciler, every other command is the
-CLI. Kept apart so that the CLI package never imports the reconciler (an import-linter contract)."""
+"""The `lossgate` console script: `lossgate operator` runs the reconciler, `lossgate joiner` the
+label-join service (lossgate.joiner), every other command is the CLI. Kept apart so that the CLI
+package never imports the reconciler (an import-linter contract)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ def main(argv: list[str] | None = None) -> int:
 
         run(args.namespace, liveness=args.liveness, peering=args.peering, metrics_port=args.metrics_port)
         return 0
+    if args.command == "joiner":
+        from lossgate.joiner.cli import run as run_joiner
+
+        return run_joiner(args)
     return dispatch(parser, args)
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lossgate.conventions import CATASTROPHIC_LE, DEFAULT_LOSS_METRIC
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
+from lossgate.core.label_checks import LabelEvidence
 
 
 class MetricsErrorKind(StrEnum):
@@ -59,6 +60,15 @@ class MetricsSource(Protocol):
     def training_run(
         self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
     ) -> TrainingRun | Problem: ...
+
+
+@runtime_checkable
+class LabelSource(Protocol):
+    """The label joiner's coverage and delay series (LOSSGATE_LABEL_CHECKS; docs/joiner.md)."""
+
+    def label_evidence(
+        self, ref: LossSeriesRef, start: datetime, end: datetime
+    ) -> LabelEvidence | Problem: ...
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 It reads the backend weights the operator wrote into an HTTPRoute rule (from the API server, once a
 second), sends each request to one backend chosen with those weights, and delivers the true label
-later (exponential delay) in batches, as a label-join job would.
+later (exponential delay) in batches, as a label-join job would: to the model server that served
+the prediction, or, with `labels_url`, to the `lossgate joiner` the model servers log to.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from kubernetes import client
 
+from lossgate.joiner import JoinerClient, JoinerError
 from lossgate_dev.demo.models import Traffic
 
 GW_GROUP, GW_VERSION = "gateway.networking.k8s.io", "v1"
@@ -64,6 +66,7 @@ class TrafficDriver:
     labelled: Counter[str] = field(default_factory=Counter)
     errors: int = 0
     weights: dict[str, int] = field(default_factory=dict)
+    labels_url: str | None = None  # a lossgate joiner: labels go there instead of the model servers
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -142,9 +145,13 @@ class TrafficDriver:
             else:
                 keep.append(item)
         self._pending = keep
+        joiner = JoinerClient(self.labels_url, retries=1) if self.labels_url else None
         for backend, batch in batches.items():
             try:
-                conns[backend].post("/labels", batch)
+                if joiner is not None:
+                    joiner.labels(batch)
+                else:
+                    conns[backend].post("/labels", batch)
                 self.labelled[backend] += len(batch)
-            except (RuntimeError, OSError, http.client.HTTPException):
+            except (RuntimeError, OSError, http.client.HTTPException, JoinerError):
                 self.errors += 1

@@ -72,6 +72,8 @@ def main(keys: list[str], keep: bool = False) -> int:
     try:
         say("==> installing the ModelRollout CRD and the Gateway API CRDs (from their Go module) ...")
         stack.install_crds()
+        joiner = stack.start_joiner()
+        say(f"==> label joiner {joiner.url} (lossgate joiner, SQLite): model servers log predictions to it")
         say("==> training and serving the demo models (scikit-learn digits; real cross-entropy) ...")
         for sc in chosen.values():
             sc.prepare(stack)

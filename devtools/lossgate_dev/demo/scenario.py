@@ -43,7 +43,7 @@ class Scenario:
         stack.create_route(ns, self.name, self.baseline_service, self.canary_service)
         self.driver = TrafficDriver(
             stack.api, ns, self.name, {base.service: base.url, canary.service: canary.url}, traffic(),
-            rate=self.rate, label_delay_s=1.0,
+            rate=self.rate, label_delay_s=1.0, labels_url=stack.joiner.url if stack.joiner else None,
         )  # fmt: skip
         return ns
 

@@ -4,6 +4,9 @@
     POST /labels   [{"id": "...", "label": 3}, ...]       -> {"accepted": n}   (labels arrive later)
     GET  /metrics  Prometheus exposition (lossgate.instrument serving metrics)
 
+With --joiner URL the server keeps nothing: it logs each prediction to that `lossgate joiner`
+(docs/joiner.md) and labels go to the joiner too; its /metrics is then empty.
+
 Run: python -m lossgate_dev.demo.server --model digits --version v1 --variant baseline --port 8001
 """
 
@@ -14,6 +17,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,23 +25,38 @@ import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from lossgate.instrument.serving import LossRecorder
+from lossgate.joiner import JoinerClient, JoinerError
 from lossgate_dev.demo.models import train
 
 
 class ModelServer:
-    def __init__(self, model: str, version: str, variant: str) -> None:
+    def __init__(self, model: str, version: str, variant: str, joiner: str | None = None) -> None:
         self.model_name, self.version = model, version
         self.clf = train(variant)
         self.registry = CollectorRegistry()
-        self.recorder = LossRecorder(registry=self.registry, capacity=100_000, ttl_s=600)
+        # Either the joiner holds the pending predictions, or this process does.
+        self.joiner = JoinerClient(joiner) if joiner else None
+        self.recorder = None if joiner else LossRecorder(registry=self.registry, capacity=100_000, ttl_s=600)
 
     def predict(self, pid: str, features: list[float]) -> list[float]:
         probs = self.clf.predict_proba(np.asarray(features, dtype=np.float64).reshape(1, -1))[0]
-        self.recorder.record_prediction(pid, probabilities=probs, model=self.model_name, version=self.version)
-        return [float(p) for p in probs]
+        out = [float(p) for p in probs]
+        if self.joiner is not None:
+            # Logged before the answer goes out, so a label can never reach the joiner first.
+            self.joiner.prediction(
+                pid, model=self.model_name, version=self.version, probabilities=out, served_at=time.time()
+            )
+        elif self.recorder is not None:
+            self.recorder.record_prediction(
+                pid, probabilities=probs, model=self.model_name, version=self.version
+            )
+        return out
 
     def label(self, pid: str, label: int) -> None:
-        self.recorder.record_label(pid, int(label))
+        if self.joiner is not None:
+            self.joiner.label(pid, int(label))
+        elif self.recorder is not None:
+            self.recorder.record_label(pid, int(label))
 
 
 def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
@@ -77,6 +96,8 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
                     self._reply(404, b'{"error": "not found"}')
             except (KeyError, TypeError, ValueError) as err:
                 self._reply(400, json.dumps({"error": f"bad request: {err}"}).encode())
+            except (JoinerError, OSError) as err:  # the joiner is down or refused: not the caller's fault
+                self._reply(503, json.dumps({"error": f"label joiner: {err}"}).encode())
 
     return Handler
 
@@ -88,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", required=True, choices=("baseline", "good", "bad"))
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--joiner", default=None, help="log predictions to this lossgate joiner URL")
     args = p.parse_args(argv)
-    model = ModelServer(args.model, args.version, args.variant)
+    model = ModelServer(args.model, args.version, args.variant, args.joiner)
     httpd = ThreadingHTTPServer((args.host, args.port), _handler(model))
     httpd.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())

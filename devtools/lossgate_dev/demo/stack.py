@@ -21,6 +21,7 @@ from lossgate.adapters.kube import typed
 from lossgate.model import API_GROUP, API_VERSION, PLURAL
 from lossgate.model.crdgen import crd as build_crd
 from lossgate_dev.demo.trainer import openmetrics, train
+from lossgate_dev.devenv.joiner import JoinerProcess
 from lossgate_dev.devenv.kube import ControlPlane
 from lossgate_dev.devenv.procs import Server, free_port, wait_until
 from lossgate_dev.devenv.prom import Prometheus
@@ -46,6 +47,7 @@ class Stack:
     models: list[ModelProcess] = field(default_factory=list)
     operator: Server | None = None
     operator_metrics_port: int = 0
+    joiner: JoinerProcess | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -63,26 +65,24 @@ class Stack:
             self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
         return name
 
+    # The label joiner ------------------------------------------------------------------------------
+    def start_joiner(self) -> JoinerProcess:
+        """One `lossgate joiner` (SQLite) for every scenario: model servers log predictions to it,
+        drivers post labels to it, Prometheus scrapes it."""
+        self.joiner = JoinerProcess.start(
+            self.workdir / "joiner", "--sqlite", str(self.workdir / "joiner.db")
+        )
+        self.prom.add_target(self.joiner.address, {"service": "lossgate-joiner"})
+        return self.joiner
+
     # Models, services, routes ----------------------------------------------------------------------
     def start_model(self, model: str, version: str, variant: str, service: str) -> ModelProcess:
         port = free_port()
-        srv = Server(
-            f"model-{service}",
-            [
-                sys.executable,
-                "-m",
-                "lossgate_dev.demo.server",
-                "--model",
-                model,
-                "--version",
-                version,
-                "--variant",
-                variant,
-                "--port",
-                str(port),
-            ],
-            self.workdir / f"model-{service}.log",
-        )
+        argv = [sys.executable, "-m", "lossgate_dev.demo.server", "--model", model, "--version", version,
+                "--variant", variant, "--port", str(port)]  # fmt: skip
+        if self.joiner is not None:
+            argv += ["--joiner", self.joiner.url]
+        srv = Server(f"model-{service}", argv, self.workdir / f"model-{service}.log")
         url = f"http://127.0.0.1:{port}"
         proc = ModelProcess(service, version, url, srv)
         self.models.append(proc)
@@ -191,6 +191,9 @@ class Stack:
         for m in self.models:
             m.server.stop()
         self.models.clear()
+        if self.joiner is not None:
+            self.joiner.stop()
+            self.joiner = None
         typed.close(self.api)
 
 

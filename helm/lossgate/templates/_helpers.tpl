@@ -102,3 +102,22 @@ The rules the operator needs on the objects it watches and writes, wherever it w
 {{- define "lossgate.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/* The label joiner (joiner.enabled): its own name label, so that no operator selector (Deployment,
+Service, monitors) ever matches its pods. */}}
+{{- define "lossgate.joinerName" -}}
+{{- printf "%s-joiner" (include "lossgate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "lossgate.joinerSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-joiner" (include "lossgate.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "lossgate.joinerLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "lossgate.joinerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: joiner
+{{- end -}}

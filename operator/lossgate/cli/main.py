@@ -7,6 +7,7 @@ import sys
 
 from lossgate import __version__
 from lossgate.cli.commands import add_commands, run_command
+from lossgate.joiner.options import add_arguments as add_joiner_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
     op.add_argument("--peering", default=None, help="kopf peering name for HA (needs kopf's peering CRDs)")
 
+    joiner = sub.add_parser(
+        "joiner", help="run the label-join service: predictions + delayed labels -> loss metrics"
+    )
+    add_joiner_arguments(joiner)
+
     add_commands(sub)
     return parser
 
@@ -48,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     """The CLI without the operator (tests call this)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "operator":
-        parser.error("run the operator with the `lossgate` command (lossgate.entry), not lossgate.cli")
+    if args.command in ("operator", "joiner"):
+        parser.error(f"run the {args.command} with the `lossgate` command (lossgate.entry), not lossgate.cli")
     return dispatch(parser, args)
 
 

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from lossgate.core import summary as fmt
 from lossgate.core.actions import EventType, ScaleCanary
 from lossgate.core.decision import Decision, DecisionKind
+from lossgate.core.label_checks import coverage_imbalance
 from lossgate.core.observation import ManualCommand, Observation
 from lossgate.core.tick import TickBase
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
@@ -192,6 +193,10 @@ class _Rules(TickBase):
         seen = obs.canary_version_seen
         if seen is not None and seen != spec.canary.version:
             return Reason.CANARY_NOT_READY, f"canary serves version {seen}, not {spec.canary.version} yet"
+        if obs.labels is not None:  # rollbacks come first: an imbalance never delays one
+            hold = coverage_imbalance(obs.labels.baseline, obs.labels.canary).hold
+            if hold is not None:
+                return Reason.LABEL_COVERAGE_IMBALANCED, hold
         return None
 
     def _unavailable_policy(self) -> str:

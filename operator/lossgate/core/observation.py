@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from lossgate.core.evidence import Weights
+from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
 from lossgate.model import API_GROUP
 from lossgate.model.status import TrainingHealthStatus
@@ -236,6 +237,8 @@ class Observation:
     canary_samples_in_step: labelled canary predictions since the step started (status.stepStartedAt).
     command: the manual command annotation present on the object, if any.
     canary_version_seen: the version the canary's pods/metrics report; None when not known.
+    labels: label coverage and delay in the current step (the label joiner's series); None when not
+        read (LOSSGATE_LABEL_CHECKS off, not progressing, or the read failed: advisory, never blocks).
     """
 
     generation: int
@@ -247,3 +250,4 @@ class Observation:
     canary_samples_in_step: float = 0.0
     command: ManualCommand | None = None
     canary_version_seen: str | None = None
+    labels: LabelEvidence | None = None

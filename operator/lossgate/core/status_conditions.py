@@ -33,6 +33,8 @@ class TickFacts:
     health_message: str
     now: datetime
     generation: int
+    # LabelsTimely (status, reason, message); None: not checked this tick, the condition is left alone
+    labels_timely: tuple[bool, str, str] | None = None
 
 
 def _training_healthy(f: TickFacts) -> tuple[ConditionStatus, str, str]:
@@ -78,6 +80,9 @@ def conditions_after(prev: Sequence[Condition], f: TickFacts) -> list[Condition]
         put(ConditionType.METRICS_AVAILABLE, F, Reason.METRICS_UNAVAILABLE, f.metrics_message)
 
     put(ConditionType.TRAINING_HEALTHY, *_training_healthy(f))
+    if f.labels_timely is not None:
+        timely, reason, message = f.labels_timely
+        put(ConditionType.LABELS_TIMELY, T if timely else F, reason, message)
 
     if f.kind is DecisionKind.PROMOTE:
         put(ConditionType.PROMOTED, T, f.reason, f.message)

@@ -18,6 +18,7 @@ from lossgate.core.health import HealthConfig, assess
 from lossgate.core.judge_codec import CorruptState, decode, encode
 from lossgate.core.judge_fold import JudgeFold, advance, conclude
 from lossgate.core.judge_types import JudgeConfig
+from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.observation import HealthEvidence, LossEvidence, ManualCommand, Observation
 from lossgate.core.timeline import weight_timeline, with_weights
 from lossgate.core.verdicts import HealthVerdict
@@ -78,6 +79,7 @@ class Gathered:
     loss_probe: Problem | None = None  # before the start: does Prometheus answer?
     training: TrainingRun | Problem | None = None
     canary_version: str | Problem | None = None
+    labels: LabelEvidence | Problem | None = None  # LOSSGATE_LABEL_CHECKS: the step's label evidence
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def judge_tick(
         canary_samples_in_step=state.canary_samples_in_step if state is not None else 0.0,
         command=got.command,
         canary_version_seen=version,
+        labels=got.labels if isinstance(got.labels, LabelEvidence) else None,
     )
     router_problem = got.weights if isinstance(got.weights, Problem) else None
     version_problem = got.canary_version if isinstance(got.canary_version, Problem) else None

@@ -12,6 +12,7 @@ from typing import Any
 from lossgate.core import summary as fmt
 from lossgate.core.actions import Action, EmitEvent, EventType, SetWeight
 from lossgate.core.decision import Decision, DecisionKind
+from lossgate.core.label_checks import delay_warning
 from lossgate.core.observation import Observation
 from lossgate.core.status_conditions import TickFacts, conditions_after
 from lossgate.core.verdicts import HealthVerdict
@@ -213,10 +214,27 @@ class TickBase:
             health_message=fmt.health_line(obs.health),
             now=now,
             generation=obs.generation,
+            labels_timely=self._labels_timely(),
         )
         update["conditions"] = conditions_after(self.prev.conditions, facts)
         update["history"] = self.history[-HISTORY_LIMIT:]
         return update
+
+    def _labels_timely(self) -> tuple[bool, str, str] | None:
+        """The LabelsTimely condition while progressing with label evidence (None: left as it is)."""
+        labels, m = self.obs.labels, self.m
+        if labels is None or m.phase is not Phase.PROGRESSING or labels.delay_p90_s is None:
+            return None
+        min_duration = self.spec.quota(m.step_index).min_duration.total_seconds()
+        warning = delay_warning(min_duration, labels.delay_p90_s, m.step_index + 1)
+        if warning is not None:
+            return False, str(Reason.LABEL_DELAY_EXCEEDS_STEP), warning
+        p90 = fmt.dur(timedelta(seconds=labels.delay_p90_s))
+        return (
+            True,
+            str(Reason.LABEL_DELAY_WITHIN_STEP),
+            f"p90 label delay {p90} is within the step's minDuration",
+        )
 
     def _step_starts(self) -> list[StepStart]:
         """The weight timeline since the rollout started: one entry per new step start (reset on restart)."""

@@ -74,3 +74,33 @@ def _vector(values: ArrayLike | None, what: str) -> npt.NDArray[np.float64]:
     if not np.all(np.isfinite(v)):
         raise ValueError(f"{what} must be finite, got {v.tolist()[:8]}")
     return v
+
+
+def log_probs_rows(values: npt.ArrayLike, *, logits: bool = False) -> npt.NDArray[np.float64]:
+    """`log_probs` for many predictions of one width at once (row i = log_probs of values[i]).
+
+    `values` is 1-D (one binary score per prediction) or 2-D (one row per prediction). The same
+    arithmetic as log_probs, vectorised: a service that receives predictions in batches (the
+    label joiner) spends microseconds per batch instead of per prediction. Raises ValueError for the
+    batch; call log_probs on each row to find the offending one.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[1] == 0:
+        raise ValueError(f"expected one row per prediction, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("scores must be finite")
+    if logits:
+        if a.shape[1] == 1:
+            z = a[:, 0]
+            return np.stack([-np.logaddexp(0.0, z), -np.logaddexp(0.0, -z)], axis=1)
+        shifted = a - a.max(axis=1, keepdims=True)
+        return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)), dtype=np.float64)
+    if np.any(a < -_PROB_SLACK) or np.any(a > 1 + _PROB_SLACK):
+        raise ValueError("probabilities must lie in [0, 1]")
+    p = np.clip(a, 0.0, 1.0)
+    if p.shape[1] == 1:
+        p = np.concatenate([1.0 - p, p], axis=1)
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.log(p), dtype=np.float64)

@@ -25,6 +25,9 @@ class ConditionType(StrEnum):
     ROUTER_READY = "RouterReady"  # the HTTPRoute / VirtualService / Deployments exist and can be written
     # False when the last tick could not run: status unreadable, the tick crashed or timed out.
     RECONCILED = "Reconciled"
+    # Written only with LOSSGATE_LABEL_CHECKS on (the label joiner's series): False when the step's
+    # minDuration is shorter than the observed p90 label delay (a warning, it blocks nothing).
+    LABELS_TIMELY = "LabelsTimely"
 
 
 class ConditionStatus(StrEnum):
@@ -71,6 +74,10 @@ class Reason(StrEnum):
     TRAINING_HEALTH_WARNING = "TrainingHealthWarning"
     TRAINING_METRICS_UNKNOWN = "TrainingMetricsUnknown"
     HEALTH_GATE_DISABLED = "HealthGateDisabled"
+    # Label checks (lossgate.core.label_checks)
+    LABEL_DELAY_WITHIN_STEP = "LabelDelayWithinStep"
+    LABEL_DELAY_EXCEEDS_STEP = "LabelDelayExceedsStep"
+    LABEL_COVERAGE_IMBALANCED = "LabelCoverageImbalanced"  # hold: one arm's labels arrive faster
     # Router
     WEIGHT_DRIFT = "WeightDrift"
     # Reconciler-owned (SpecValid / RouterReady); router problem kinds from lossgate.ports are reasons too.

@@ -62,6 +62,9 @@ class OperatorConfig:
     # Read up to this long before now: a sample still being scraped would otherwise be missed and the
     # last interval change on the next read. About one scrape interval of the Prometheus in use.
     scrape_lag: timedelta = timedelta(seconds=15)
+    # Read the label joiner's coverage and delay series each tick (docs/joiner.md): a LabelsTimely
+    # condition and a hold on imbalanced label coverage. Off by default: 6 more queries per tick.
+    label_checks: bool = False
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -81,6 +84,7 @@ class OperatorConfig:
             malloc_trim_s=_env_float("LOSSGATE_MALLOC_TRIM_S", 10.0),
             training_lookback=_seconds("LOSSGATE_TRAINING_LOOKBACK_S", 21600),
             scrape_lag=_seconds("LOSSGATE_SCRAPE_LAG_S", 15),
+            label_checks=os.environ.get("LOSSGATE_LABEL_CHECKS", "").strip().lower() in ("1", "true", "yes"),
         )
 
 

@@ -25,7 +25,8 @@ from functools import partial
 from typing import TypeVar
 
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
-from lossgate.ports import LossSeriesRef, MetricsErrorKind, MetricsSource
+from lossgate.core.label_checks import LabelEvidence
+from lossgate.ports import LabelSource, LossSeriesRef, MetricsErrorKind, MetricsSource
 from lossgate.reconcile.batching import LossBatcher
 from lossgate.reconcile.threads import URGENT, to_thread
 
@@ -142,6 +143,11 @@ class LimitedMetrics:
         )
         return self._seen(got)
 
+    def label_evidence(self, ref: LossSeriesRef, start: datetime, end: datetime) -> LabelEvidence | Problem:
+        if not isinstance(self.inner, LabelSource):
+            return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source has no label series")
+        return self._seen(self.limiter.call(partial(self.inner.label_evidence, ref, start, end), self.busy))
+
     # -- the same on the event loop: what observe() should await -------------------------------------
     async def loss_intervals_async(
         self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
@@ -156,6 +162,15 @@ class LimitedMetrics:
         self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
     ) -> TrainingRun | Problem:
         fn = partial(self.inner.training_run, run, baseline_run, start, end, step_s)
+        return self._seen(await self.limiter.call_async(fn, self.busy))
+
+    async def label_evidence_async(
+        self, ref: LossSeriesRef, start: datetime, end: datetime
+    ) -> LabelEvidence | Problem | None:
+        """None when this Prometheus client reads no label series."""
+        if not isinstance(self.inner, LabelSource):
+            return None
+        fn = partial(self.inner.label_evidence, ref, start, end)
         return self._seen(await self.limiter.call_async(fn, self.busy))
 
     def busy(self, waited_s: float) -> Problem:
@@ -191,3 +206,15 @@ async def read_training_run(
     if isinstance(metrics, LimitedMetrics):
         return await metrics.training_run_async(run, baseline_run, start, end, step_s)
     return await to_thread(metrics.training_run, run, baseline_run, start, end, step_s)
+
+
+async def read_label_evidence(
+    metrics: MetricsSource, ref: LossSeriesRef, start: datetime, end: datetime
+) -> LabelEvidence | Problem | None:
+    """The label joiner's evidence for [start, end], endpoint-limited like the other reads; None for a
+    source without label series (a test's fake)."""
+    if isinstance(metrics, LimitedMetrics):
+        return await metrics.label_evidence_async(ref, start, end)
+    if isinstance(metrics, LabelSource):
+        return await to_thread(metrics.label_evidence, ref, start, end)
+    return None

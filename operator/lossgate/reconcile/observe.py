@@ -12,11 +12,13 @@ import asyncio
 from datetime import datetime, timedelta
 
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
+from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.observation import command_from_annotations
 from lossgate.core.step import Gathered, LossPlan, reads_metrics, training_due
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
+from lossgate.model.status import Phase
 from lossgate.ports import LossSeriesRef, MetricsSource, TrafficRouter, VersionSource
-from lossgate.reconcile.limits import read_loss_intervals, read_training_run
+from lossgate.reconcile.limits import read_label_evidence, read_loss_intervals, read_training_run
 from lossgate.reconcile.threads import to_thread
 
 TRAINING_POINTS = 2000  # Prometheus answers at most 11,000 points per series; stay well under
@@ -36,6 +38,7 @@ async def gather(
     training_lookback: timedelta,
     scrape_lag: timedelta = timedelta(0),
     versions: VersionSource | None = None,
+    label_checks: bool = False,
 ) -> Gathered:
     command = command_from_annotations(annotations)
     weights_task = to_thread(router.get_weights)
@@ -47,8 +50,11 @@ async def gather(
     else:  # an abort decides without evidence (core.step.reads_metrics): nothing new is read
         loss_task, training_task = _nothing_read(plan), _none()
     version_task = _version(versions)
-    weights, (loss, probe), training, version = await asyncio.gather(
-        weights_task, loss_task, training_task, version_task
+    labels_task = _labels(
+        status, metrics, loss_ref, now - scrape_lag, label_checks and reads_metrics(command)
+    )
+    weights, (loss, probe), training, version, labels = await asyncio.gather(
+        weights_task, loss_task, training_task, version_task, labels_task
     )
     return Gathered(
         generation=generation,
@@ -58,6 +64,7 @@ async def gather(
         loss_probe=probe,
         training=training,
         canary_version=version,
+        labels=labels,
     )
 
 
@@ -109,6 +116,18 @@ async def _nothing_read(plan: LossPlan | None) -> tuple[list[IntervalStats] | No
 
 async def _none() -> None:
     return None
+
+
+async def _labels(
+    status: ModelRolloutStatus, metrics: MetricsSource | Problem, ref: LossSeriesRef, end: datetime, on: bool
+) -> LabelEvidence | Problem | None:
+    """The current step's label coverage and delay (LOSSGATE_LABEL_CHECKS), while progressing."""
+    start = status.step_started_at
+    if not on or isinstance(metrics, Problem) or status.phase is not Phase.PROGRESSING or start is None:
+        return None
+    if end <= start:
+        return None
+    return await read_label_evidence(metrics, ref, start, end)
 
 
 async def _version(versions: VersionSource | None) -> str | Problem | None:

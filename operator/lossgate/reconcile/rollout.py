@@ -71,6 +71,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         training_lookback=deps.settings.training_lookback,
         scrape_lag=deps.settings.scrape_lag,
         versions=deps.versions(pods) if pods is not None else None,
+        label_checks=deps.settings.label_checks,
     )
     judged = judge_tick(spec, status, plan, got, config, health_config(spec))
     decision = decide(spec, status, judged.observation, now)

@@ -14,10 +14,12 @@ from datetime import datetime
 
 from lossgate.adapters.prometheus.batch import LossRequest, read_batch
 from lossgate.adapters.prometheus.client import PromClient, PrometheusConfig, QueryFailed
+from lossgate.adapters.prometheus.labels import read_label_evidence
 from lossgate.adapters.prometheus.loss import LossReader
 from lossgate.adapters.prometheus.promql import TemplateError, escape_label_value, quote
 from lossgate.adapters.prometheus.training import TrainingReader
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
+from lossgate.core.label_checks import LabelEvidence
 from lossgate.ports import LossSeriesRef, MetricsErrorKind
 
 __all__ = [
@@ -69,6 +71,14 @@ class PrometheusMetrics:
             return self._training.read(run, baseline_run, start, end, step_s)
         except QueryFailed as failed:
             return failed.problem
+        except Exception as err:
+            return _internal(err)
+
+    def label_evidence(self, ref: LossSeriesRef, start: datetime, end: datetime) -> LabelEvidence | Problem:
+        """Label coverage per arm and the p90 label delay over [start, end], from the label joiner's
+        series (adapters.prometheus.labels; docs/joiner.md)."""
+        try:
+            return read_label_evidence(self.client, ref, start, end)
         except Exception as err:
             return _internal(err)
 

@@ -1,0 +1,78 @@
+"""Pure join accounting: the loss of a labelled prediction and the counters of one series.
+
+The loss is lossgate.instrument's (same clip, same buckets), so a series exported by the joiner and
+one exported by an in-process LossRecorder are interchangeable for the operator.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lossgate.instrument.buckets import LOSS_BUCKETS
+from lossgate.instrument.losses import loss_from_log_probs
+
+# Label delay (label time minus serving time), seconds: 1 s to 4 weeks, dense around hours and days.
+DELAY_BUCKETS: tuple[float, ...] = (
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    28800.0, 43200.0, 86400.0, 172800.0, 259200.0, 432000.0, 604800.0, 1209600.0, 2419200.0,
+)  # fmt: skip
+EXPIRY_REASONS = ("ttl",)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One joined label, ready to be counted."""
+
+    loss: float
+    bucket: int  # index into LOSS_BUCKETS (+Inf last)
+    delay: float
+    delay_bucket: int  # index into DELAY_BUCKETS (+Inf last)
+
+
+def score(lp: bytes, label: int, served_at: float, now: float) -> Scored:
+    """Loss of `label` under the stored log-probabilities; ValueError names the valid class range."""
+    loss = loss_from_log_probs(np.frombuffer(lp, dtype=np.float64), label)
+    delay = max(0.0, now - served_at)  # a label stamped before serving (clock skew) counts as 0 s
+    return Scored(
+        loss, bisect.bisect_left(LOSS_BUCKETS, loss), delay, bisect.bisect_left(DELAY_BUCKETS, delay)
+    )
+
+
+def classes(lp: bytes) -> int:
+    return len(lp) // 8
+
+
+@dataclass(slots=True)
+class Series:
+    """The exported counters of one (model, version, class); monotone, persisted with the join."""
+
+    created: float
+    predictions: int = 0
+    count: int = 0
+    sum: float = 0.0
+    sumsq: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LOSS_BUCKETS) + 1))
+    delay_buckets: list[int] = field(default_factory=lambda: [0] * (len(DELAY_BUCKETS) + 1))
+    delay_sum: float = 0.0
+    expired: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EXPIRY_REASONS, 0))
+
+    @property
+    def pending(self) -> int:
+        return self.predictions - self.count - sum(self.expired.values())
+
+    def observe(self, s: Scored) -> None:
+        self.count += 1
+        self.sum += s.loss
+        self.sumsq += s.loss * s.loss
+        self.buckets[s.bucket] += 1
+        self.delay_buckets[s.delay_bucket] += 1
+        self.delay_sum += s.delay
+
+    def copy(self) -> Series:
+        return Series(
+            self.created, self.predictions, self.count, self.sum, self.sumsq, list(self.buckets),
+            list(self.delay_buckets), self.delay_sum, dict(self.expired),
+        )  # fmt: skip

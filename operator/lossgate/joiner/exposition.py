@@ -1,0 +1,103 @@
+"""The joiner's /metrics: the `model_prediction_loss_*` series the operator reads (same names,
+labels, buckets and `_created` as lossgate.instrument.LossRecorder), label coverage and delay.
+
+Every value comes from the store's durable counters, so a restarted joiner re-exports the same
+monotone counters with the same `_created` (the operator's counter reader sees no reset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+
+from lossgate.conventions import DEFAULT_LOSS_METRIC
+from lossgate.instrument.buckets import LOSS_BUCKETS, le_label
+from lossgate.joiner.accounting import DELAY_BUCKETS, Series
+from lossgate.joiner.records import SeriesKey
+from lossgate.joiner.store import Store
+
+_LOSS_LE = [le_label(b) for b in LOSS_BUCKETS] + ["+Inf"]
+_DELAY_LE = [le_label(b) for b in DELAY_BUCKETS] + ["+Inf"]
+DELAY_METRIC = "model_prediction_label_delay_seconds"
+EXPIRED_METRIC = "model_prediction_expired"
+
+
+def _labels(key: SeriesKey) -> dict[str, str]:
+    model, version, klass = key
+    return {"model": model, "version": version} | ({"class": klass} if klass is not None else {})
+
+
+def _histogram(metric: Metric, name: str, le: list[str], counts: list[int], labels: dict[str, str]) -> None:
+    cumulative = 0
+    for bound, c in zip(le, counts, strict=True):
+        cumulative += c
+        metric.add_sample(f"{name}_bucket", labels | {"le": bound}, float(cumulative))
+
+
+def families(series: dict[SeriesKey, Series], outcomes: dict[str, int]) -> Iterator[Metric]:
+    m = DEFAULT_LOSS_METRIC
+    preds = Metric("model_predictions", "Predictions received by the joiner.", "counter")
+    hist = Metric(m, "Per-request cross-entropy (nats), observed when the label arrives.", "histogram")
+    sq = Metric(f"{m}_squared_sum", "Sum of squared per-request cross-entropy (nats^2).", "counter")
+    expired = Metric(EXPIRED_METRIC, "Predictions that expired without a label, by reason.", "counter")
+    pending = Metric("model_prediction_pending", "Predictions waiting for their label.", "gauge")
+    delay = Metric(DELAY_METRIC, "Label time minus serving time of labelled predictions.", "histogram")
+    for key, s in sorted(series.items(), key=lambda kv: str(kv[0])):
+        labels = _labels(key)
+        preds.add_sample("model_predictions_total", labels, float(s.predictions))
+        _histogram(hist, m, _LOSS_LE, s.buckets, labels)
+        hist.add_sample(f"{m}_count", labels, float(s.count))
+        hist.add_sample(f"{m}_sum", labels, s.sum)
+        hist.add_sample(f"{m}_created", labels, s.created)
+        sq.add_sample(f"{m}_squared_sum", labels, s.sumsq)
+        for reason, n in sorted(s.expired.items()):
+            expired.add_sample(f"{EXPIRED_METRIC}_total", labels | {"reason": reason}, float(n))
+        pending.add_sample("model_prediction_pending", labels, float(s.pending))
+        _histogram(delay, DELAY_METRIC, _DELAY_LE, s.delay_buckets, labels)
+        delay.add_sample(f"{DELAY_METRIC}_count", labels, float(s.count))
+        delay.add_sample(f"{DELAY_METRIC}_sum", labels, s.delay_sum)
+        delay.add_sample(f"{DELAY_METRIC}_created", labels, s.created)
+    labels_total = Metric("lossgate_joiner_labels", "Labels received, by outcome.", "counter")
+    refused = Metric("lossgate_joiner_predictions_refused", "Predictions not stored, by reason.", "counter")
+    for name, n in sorted(outcomes.items()):
+        kind, _, what = name.partition("_")
+        if kind == "label":
+            labels_total.add_sample("lossgate_joiner_labels_total", {"outcome": what}, float(n))
+        else:
+            refused.add_sample("lossgate_joiner_predictions_refused_total", {"reason": what}, float(n))
+    yield from (preds, hist, sq, expired, pending, delay, labels_total, refused)
+
+
+class _Collector:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.store.snapshot(), self.store.outcomes())
+
+
+class _Standby:
+    def collect(self) -> Iterator[Metric]:
+        yield from families({}, {})
+
+
+def render(store: Store) -> bytes:
+    """The Prometheus text exposition of the store's counters, read in one consistent snapshot, or
+    (a replica that does not hold the exporter lease) only `lossgate_joiner_exporter 0`."""
+    registry = CollectorRegistry(auto_describe=False)
+    exporting = store.exporter()
+    registry.register(_Collector(store) if exporting else _Standby())
+    g = Metric("lossgate_joiner_exporter", "1 when this replica exports the shared counters.", "gauge")
+    g.add_sample("lossgate_joiner_exporter", {}, 1.0 if exporting else 0.0)
+    registry.register(_Fixed([g]))
+    return generate_latest(registry)
+
+
+class _Fixed:
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.metrics

@@ -1,0 +1,28 @@
+"""Series counters to and from JSON text (floats round-trip exactly through repr)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lossgate.joiner.accounting import EXPIRY_REASONS, Series
+
+
+def dumps(s: Series) -> str:
+    return json.dumps(
+        {
+            "created": s.created, "predictions": s.predictions, "count": s.count, "sum": s.sum,
+            "sumsq": s.sumsq, "buckets": s.buckets, "delay_buckets": s.delay_buckets,
+            "delay_sum": s.delay_sum, "expired": s.expired,
+        },
+        separators=(",", ":"),
+    )  # fmt: skip
+
+
+def loads(text: str) -> Series:
+    d: dict[str, Any] = json.loads(text)
+    expired = dict.fromkeys(EXPIRY_REASONS, 0) | {str(k): int(v) for k, v in d["expired"].items()}
+    return Series(
+        float(d["created"]), int(d["predictions"]), int(d["count"]), float(d["sum"]), float(d["sumsq"]),
+        [int(b) for b in d["buckets"]], [int(b) for b in d["delay_buckets"]], float(d["delay_sum"]), expired,
+    )  # fmt: skip
