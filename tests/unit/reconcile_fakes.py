@@ -192,3 +192,16 @@ async def until(cond: Callable[[], bool], within: float) -> float:
         assert time.monotonic() - t0 < within, "condition not met in time"
         await asyncio.sleep(0.01)
     return time.monotonic() - t0
+
+
+class Stopped:
+    """kopf.DaemonStopped as the loop uses it: falsy until set, awaitable."""
+
+    def __init__(self) -> None:
+        self.flag = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.flag.is_set()
+
+    async def wait(self) -> None:
+        await self.flag.wait()

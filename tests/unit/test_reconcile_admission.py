@@ -26,6 +26,7 @@ from tests.unit.reconcile_fakes import (
     FakeMetrics,
     FakeObjects,
     FakeRouter,
+    Stopped,
     rollout_body,
     until,
 )
@@ -199,16 +200,6 @@ def test_a_woken_tick_is_urgent_and_a_timed_one_is_not(monkeypatch: Any) -> None
         return timedelta(seconds=1) if len(seen) == 2 else timedelta(minutes=5)
 
     monkeypatch.setattr(loop, "tick", record)
-
-    class Stopped:
-        def __init__(self) -> None:
-            self.flag = asyncio.Event()
-
-        def __bool__(self) -> bool:
-            return self.flag.is_set()
-
-        async def wait(self) -> None:
-            await self.flag.wait()
 
     async def main() -> None:
         stopped = Stopped()

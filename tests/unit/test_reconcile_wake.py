@@ -20,6 +20,7 @@ from tests.unit.reconcile_fakes import (
     FakeMetrics,
     FakeObjects,
     FakeRouter,
+    Stopped,
     rollout_body,
     until,
 )
@@ -72,17 +73,6 @@ def test_own_writes_do_not_wake_but_a_status_edit_does_while_unreadable() -> Non
     assert w.saw("uid-1", {**ours, "status": {}}) is True
 
 
-class _Stopped:
-    def __init__(self) -> None:
-        self.flag = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self.flag.is_set()
-
-    async def wait(self) -> None:
-        await self.flag.wait()
-
-
 def test_a_woken_daemon_ticks_at_once_not_after_its_requeue(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a rollout whose ticks ask to be called again in 5 minutes
     objects = FakeObjects(body=rollout_body())
@@ -96,7 +86,7 @@ def test_a_woken_daemon_ticks_at_once_not_after_its_requeue(monkeypatch: pytest.
     monkeypatch.setattr(loop, "tick", five_minutes)
 
     async def main() -> tuple[float, float]:
-        stopped = _Stopped()
+        stopped = Stopped()
         deps.wakeups.saw("uid-1", objects.body)
         task = asyncio.create_task(loop.run(deps, objects.body, lambda e: None, stopped, logging.getLogger()))
         await until(lambda: len(ticks) == 1, 5)
@@ -143,7 +133,7 @@ def test_a_slow_tick_does_not_stretch_the_period(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(loop, "tick", slow_tick)
     sleeps: list[float] = []
 
-    async def fake_sleep(stopped: _Stopped, wake: asyncio.Event, seconds: float) -> None:
+    async def fake_sleep(stopped: Stopped, wake: asyncio.Event, seconds: float) -> None:
         sleeps.append(seconds)
         clock[0] += seconds
         if len(sleeps) == 3:
@@ -152,7 +142,7 @@ def test_a_slow_tick_does_not_stretch_the_period(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(loop, "sleep", fake_sleep)
     objects = FakeObjects(body=rollout_body())
     deps = FakeDeps(objects, FakeRouter(), FakeMetrics(), FakeClock())
-    stopped = _Stopped()
+    stopped = Stopped()
     # When the loop runs three ticks
     asyncio.run(loop.run(deps, objects.body, lambda e: None, stopped, logging.getLogger("test")))
     # Then each sleep is the requeue less the tick's 2 s: one tick every 30 s, not every 32 s

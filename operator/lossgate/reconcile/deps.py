@@ -57,7 +57,7 @@ class OperatorConfig:
     # Threads for the Kubernetes calls of routine ticks (threads.py); urgent ticks have their own.
     kube_threads: int = 16
     # Hand freed heap memory back to the kernel this often (memory.py); 0 turns it off.
-    malloc_trim_s: float = 10.0
+    malloc_trim_s: float = 5.0
     training_lookback: timedelta = timedelta(hours=6)
     # Read up to this long before now: a sample still being scraped would otherwise be missed and the
     # last interval change on the next read. About one scrape interval of the Prometheus in use.
@@ -81,7 +81,7 @@ class OperatorConfig:
             max_concurrent_ticks=_env_count("LOSSGATE_MAX_CONCURRENT_TICKS", 128),
             kopf_workers=_env_count("LOSSGATE_KOPF_WORKERS", 200),
             kube_threads=_env_count("LOSSGATE_KUBE_THREADS", 16),
-            malloc_trim_s=_env_float("LOSSGATE_MALLOC_TRIM_S", 10.0),
+            malloc_trim_s=_env_float("LOSSGATE_MALLOC_TRIM_S", 5.0),
             training_lookback=_seconds("LOSSGATE_TRAINING_LOOKBACK_S", 21600),
             scrape_lag=_seconds("LOSSGATE_SCRAPE_LAG_S", 15),
             label_checks=os.environ.get("LOSSGATE_LABEL_CHECKS", "").strip().lower() in ("1", "true", "yes"),
