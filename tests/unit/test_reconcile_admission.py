@@ -35,18 +35,18 @@ from tests.unit.reconcile_fakes import (
 @settings(max_examples=40, deadline=None)
 @given(
     limit=st.integers(1, 6),
-    ticks=st.lists(st.tuples(st.booleans(), st.integers(0, 3)), min_size=1, max_size=30),
+    ticks=st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.booleans()), min_size=1, max_size=30),
 )
 def test_routine_ticks_never_exceed_the_limit_and_urgent_ones_never_wait(
-    limit: int, ticks: list[tuple[bool, int]]
+    limit: int, ticks: list[tuple[bool, int, bool]]
 ) -> None:
     # Given a gate and ticks of random urgency that each take a few loop turns
     async def main() -> tuple[int, list[int], int]:
         gate = TickGate(limit)
         routine_inside, worst, urgent_waits = [0], [0], [0]
 
-        async def one(urgent: bool, turns: int) -> None:
-            slot = gate.slot(urgent)
+        async def one(urgent: bool, turns: int, background: bool) -> None:
+            slot = gate.slot(urgent, background)
             if urgent:  # entering must complete without yielding to the loop even once
                 try:
                     slot.__aenter__().send(None)
@@ -64,7 +64,7 @@ def test_routine_ticks_never_exceed_the_limit_and_urgent_ones_never_wait(
             await slot.__aexit__(None, None, None)
 
         # When they all arrive at once
-        await asyncio.gather(*(one(u, t) for u, t in ticks))
+        await asyncio.gather(*(one(u, t, b) for u, t, b in ticks))
         return worst[0], [gate.running, gate.waiting], urgent_waits[0]
 
     worst, left, urgent_waits = asyncio.run(main())
@@ -72,6 +72,35 @@ def test_routine_ticks_never_exceed_the_limit_and_urgent_ones_never_wait(
     assert worst <= limit
     assert urgent_waits == 0
     assert left == [0, 0]
+
+
+def test_live_rollouts_go_before_finished_ones() -> None:
+    async def main() -> list[str]:
+        # Given a gate of one slot, held, and finished rollouts queued before a live one
+        gate, order = TickGate(1), []
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with gate.slot():
+                await release.wait()
+
+        async def tick(name: str, background: bool) -> None:
+            async with gate.slot(background=background):
+                order.append(name)
+
+        holder = asyncio.create_task(hold())
+        await until(lambda: gate.running == 1, 2)
+        waiting = [asyncio.create_task(tick(f"finished-{i}", True)) for i in range(3)]
+        await until(lambda: gate.waiting == 3, 2)
+        waiting.append(asyncio.create_task(tick("live", False)))
+        await until(lambda: gate.waiting == 4, 2)
+        # When the slot frees
+        release.set()
+        await asyncio.gather(holder, *waiting)
+        return order
+
+    # Then the live rollout ticks first, and the finished ones in the order they came
+    assert asyncio.run(main()) == ["live", "finished-0", "finished-1", "finished-2"]
 
 
 def test_a_tick_cancelled_while_waiting_leaves_no_slot_taken() -> None:
@@ -220,3 +249,12 @@ def test_a_woken_tick_is_urgent_and_a_timed_one_is_not(monkeypatch: Any) -> None
     # Then the first tick was routine, the woken one urgent, the one after it routine again
     assert seen[:3] == [False, True, False]
     assert deps.gate.running == 0
+
+
+def test_a_finished_rollouts_ticks_wait_behind_live_ones() -> None:
+    # Given bodies as kopf hands them to the daemon, then only a finished phase makes a tick background
+    assert loop.finished({"status": {"phase": "Promoted"}})
+    assert loop.finished({"status": {"phase": "RolledBack"}})
+    assert not loop.finished({"status": {"phase": "Progressing"}})
+    assert not loop.finished({"status": "garbage"})
+    assert not loop.finished({})

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from lossgate.core.actions import EmitEvent
+from lossgate.model.status import TERMINAL_PHASES
 from lossgate.reconcile.deps import Deps
 from lossgate.reconcile.rollout import tick
 from lossgate.reconcile.threads import URGENT
@@ -28,6 +29,7 @@ from lossgate.reconcile.wake import sleep
 
 MIN_SLEEP = timedelta(seconds=1)
 MIN_GAP_S = 0.05  # between a tick that overran its requeue and the next
+FINISHED = frozenset(p.value for p in TERMINAL_PHASES)
 
 
 class Stopped(Protocol):
@@ -70,6 +72,12 @@ async def run(
         deps.wakeups.forget(uid)
 
 
+def finished(body: Mapping[str, Any]) -> bool:
+    """Whether the rollout's status says it is over (its ticks only watch the route for drift)."""
+    status = body.get("status")
+    return isinstance(status, Mapping) and status.get("phase") in FINISHED
+
+
 def phase(uid: str) -> float:
     """A stable fraction in (0, 1] per rollout: its first requeue is shortened by it, so rollouts that
     start together (an operator restart, a bulk apply) tick spread over the interval from then on
@@ -98,7 +106,8 @@ async def _one_tick(
     urgent: bool = False,
 ) -> tuple[timedelta, bool]:
     """(the decision's requeue, True) when the tick completed, else (the back-off, False)."""
-    async with deps.gate.slot(urgent):  # the wait for a slot is not part of the tick's timeout
+    # The wait for a slot is not part of the tick's timeout; a finished rollout waits behind live ones.
+    async with deps.gate.slot(urgent, background=finished(body)):
         token = URGENT.set(urgent)  # the tick's task copies the context: its calls take this path
         try:
             return await _timed_tick(deps, body, emit, logger, failures)
