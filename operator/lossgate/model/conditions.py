@@ -71,6 +71,7 @@ class Reason(StrEnum):
     TRAINING_HEALTH_WARNING = "TrainingHealthWarning"
     TRAINING_METRICS_UNKNOWN = "TrainingMetricsUnknown"
     HEALTH_GATE_DISABLED = "HealthGateDisabled"
+    EXPORTER_OUTDATED = "ExporterOutdated"  # gauge-only training exporter: the gate sees sampled steps
     # Router
     WEIGHT_DRIFT = "WeightDrift"
     # Reconciler-owned (SpecValid / RouterReady); router problem kinds from lossgate.ports are reasons too.
