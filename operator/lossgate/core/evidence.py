@@ -62,14 +62,14 @@ class RankCounts:
 
     totals: count_key -> increase of the counter over the gate's window (restarts handled).
     latest: count_key -> latest value of a gauge (training_spikes_recovering, training_gate_setting).
-    divergence: "loss" / "grad_norm" -> (n, sum, sum of squares) of post-warm-up log values over the
-        last windowSteps steps (the per-rank running means of the divergence rule).
+    divergence: "loss" / "grad_norm" -> (mean, n): the mean of the post-warm-up log values over the
+        rank's last windowSteps steps and how many were finite (the divergence rule's running means).
     """
 
     rank: str
     totals: Mapping[str, float]
     latest: Mapping[str, float] = field(default_factory=dict)
-    divergence: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    divergence: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -199,9 +199,9 @@ def rank_divergence(run: TrainingRun, cfg: HealthConfig, out: Findings) -> float
     for label, metric in (("loss", "loss"), ("gradient norm", "grad_norm")):
         means = np.full(n_ranks, np.nan)
         for i, r in enumerate(run.counts):
-            n, total, _ = r.divergence.get(metric, (0.0, 0.0, 0.0))
+            mean, n = r.divergence.get(metric, (math.nan, 0.0))
             if n >= cfg.min_history:
-                means[i] = total / n
+                means[i] = mean
         if np.count_nonzero(~np.isnan(means)) < 2:
             continue
         med = float(np.nanmedian(means))

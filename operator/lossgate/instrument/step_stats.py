@@ -109,6 +109,32 @@ def safe_log(x: float) -> float:
     return math.log(x) if math.isfinite(x) and x > 0 else math.nan
 
 
+class WindowMean:
+    """Mean of the finite values among the last `window` post-warm-up steps (O(1) per step)."""
+
+    def __init__(self, window: int) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+        self.total = 0.0
+        self.count = 0
+
+    def push(self, value: float) -> None:
+        if len(self.values) == self.values.maxlen:
+            old = self.values[0]
+            if not math.isnan(old):
+                self.total -= old
+                self.count -= 1
+        self.values.append(value)
+        if not math.isnan(value):
+            self.total += value
+            self.count += 1
+        if self.count == 0:
+            self.total = 0.0  # no drift once the window holds nothing finite
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+
 @dataclass
 class _Recovery:
     level: float  # log loss above this counts as "still up"
@@ -152,6 +178,7 @@ class StepCounts:
     log_grad_sum: float = 0.0
     log_grad_sq: float = 0.0
     log_grad_n: int = 0
+    window_mean: dict[str, tuple[float, int]] = field(default_factory=dict)  # gauge: metric -> (mean, n)
 
 
 def _observe(buckets: list[int], bounds: tuple[float, ...], value: float) -> None:
@@ -170,6 +197,7 @@ class StepStats:
         self.grad = TrailingRobust(s.window, s.min_history, s.scale_floor)
         self.loss = TrailingRobust(s.window, s.min_history, s.scale_floor)
         self.scale = TrailingRobust(s.window, s.min_history, s.scale_floor)
+        self.means = {"loss": WindowMean(s.window), "grad_norm": WindowMean(s.window)}
         self.z_bounds, self.ratio_bounds = s.z_buckets, s.ratio_buckets
         c = self.counts = StepCounts()
         c.grad_z = [0] * (len(self.z_bounds) + 1)
@@ -222,6 +250,10 @@ class StepStats:
             key: self._event(key, z_g if key[0] == "grad_norm" else z_l, index) for key in self._spikes
         }
         self._recovery(ll, med_l, sc_l, started)
+        for metric, value in (("loss", ll), ("grad_norm", lg)):
+            mean = self.means[metric]
+            mean.push(value)
+            c.window_mean[metric] = (mean.mean, mean.count)
         for value, attr in ((lg, "grad"), (ll, "loss")):
             if not math.isnan(value):
                 setattr(c, f"log_{attr}_sum", getattr(c, f"log_{attr}_sum") + value)

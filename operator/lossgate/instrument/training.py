@@ -203,6 +203,6 @@ def _copy_counts(c: StepCounts) -> StepCounts:
     out = StepCounts(**vars(c))
     for name in ("grad_z", "loss_z", "ratio"):
         setattr(out, name, list(getattr(c, name)))
-    for name in ("bursts", "unrecovered", "pending", "skip_runs", "scale_collapse"):
+    for name in ("bursts", "unrecovered", "pending", "skip_runs", "scale_collapse", "window_mean"):
         setattr(out, name, {k: (list(v) if isinstance(v, list) else v) for k, v in getattr(c, name).items()})
     return out

@@ -142,6 +142,15 @@ def count_families(c: StepCounts, stats: StepStats, lab: dict[str, str], on: boo
             sqm.add_sample(f"{name}_squared_sum", lab, sq)
         yield m
         yield sqm
+    wm = Metric("training_log_window_mean", "Mean log value over the last `window` steps.", "gauge")
+    wn = Metric("training_log_window_count", "Finite steps in that mean.", "gauge")
+    if on:
+        for metric, (mean, n) in c.window_mean.items():
+            if n:
+                wm.add_sample("training_log_window_mean", lab | {"metric": metric}, mean)
+            wn.add_sample("training_log_window_count", lab | {"metric": metric}, float(n))
+    yield wm
+    yield wn
     setting = Metric("training_gate_setting", "The exporter's counting settings (GateSettings).", "gauge")
     if on:
         for setting_name, setting_value in (

@@ -7,8 +7,8 @@ counters are differenced (counters.py), never `increase()`.
 - a rank whose `training_steps_total` dropped in the window (the job restarted: one exporter, all of
   its counters restart together) is read from its raw samples and differenced segment by segment
   (counters.interval_parts);
-- the divergence rule's running means: the log sums at the latest sample at least `window` steps
-  (the exporter's training_gate_setting) before the end, so they cover the last windowSteps steps;
+- the divergence rule's running means: each rank's latest training_log_window_mean, the mean of its
+  log loss / log gradient norm over its last windowSteps steps (ranks of one job step in lockstep);
 - one rank exported twice (scraped and pushed) is counted once (the larger increase).
 """
 
@@ -33,7 +33,12 @@ COUNTERS = (
     "training_loss_scale_collapse_steps_total",
 )
 HISTOGRAMS = ("training_grad_norm_z", "training_loss_z", "training_grad_norm_ratio", "training_spike_bursts")
-GAUGES = ("training_spikes_recovering", "training_gate_setting")
+GAUGES = (
+    "training_spikes_recovering",
+    "training_gate_setting",
+    "training_log_window_mean",
+    "training_log_window_count",
+)
 LOG_SUMS = ("training_log_loss", "training_log_grad_norm")
 KEY_LABELS = ("le", "metric", "z", "grad_z", "loss_z", "limit", "drop", "floor", "name")
 RAW_CHUNK_MS = 3_600_000
@@ -97,9 +102,7 @@ class CountsReader:
             else:
                 totals = _differences(end[rank], start.get(rank, {}))
             latest = {k: v for k, v in end[rank].items() if k.split("{", 1)[0] in GAUGES}
-            out.append(
-                RankCounts(rank, totals, latest, self._divergence(run, rank, end[rank], end_s, range_ms))
-            )
+            out.append(RankCounts(rank, totals, latest, _divergence(end[rank])))
         return tuple(out)
 
     def _raw_totals(self, run: str, rank: str, start_s: float, end_s: float) -> dict[str, float]:
@@ -123,29 +126,16 @@ class CountsReader:
             totals[key] = max(totals.get(key, -math.inf), math.fsum(parts[0]) if parts else 0.0)
         return totals
 
-    def _divergence(
-        self, run: str, rank: str, end: dict[str, float], end_s: float, range_ms: int
-    ) -> dict[str, tuple[float, float, float]]:
-        window = end.get(count_key("training_gate_setting", name="window"), 300.0)
-        last = end.get(count_key("training_steps_total"), 0.0)
-        steps_sel = promql.selector("training_steps_total", {"run": run, "rank": rank})
-        result = self.client.instant(promql.raw_samples(steps_sel, range_ms), end_s)
-        samples = sorted((float(ts), float(v)) for item in result for ts, v in item.get("values", []))
-        base_t = next((ts for ts, v in reversed(samples) if last - v >= window), None)
-        names = [f"{s}_{part}" for s in LOG_SUMS for part in ("count", "sum", "squared_sum")]
-        base = (
-            _values(self.client.instant(counted_selector(run, rank, names), base_t)).get(rank, {})
-            if base_t is not None
-            else {}
-        )
-        out = {}
-        for metric, prefix in (("loss", "training_log_loss"), ("grad_norm", "training_log_grad_norm")):
-            vals = [
-                end.get(count_key(f"{prefix}_{p}"), 0.0) - base.get(count_key(f"{prefix}_{p}"), 0.0)
-                for p in ("count", "sum", "squared_sum")
-            ]
-            out[metric] = (vals[0], vals[1], vals[2])
-        return out
+
+def _divergence(end: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """metric -> (mean of the log values over the rank's last windowSteps steps, finite steps in it)."""
+    out = {}
+    for metric in ("loss", "grad_norm"):
+        mean = end.get(count_key("training_log_window_mean", metric=metric))
+        n = end.get(count_key("training_log_window_count", metric=metric), 0.0)
+        if mean is not None and n > 0:
+            out[metric] = (mean, n)
+    return out
 
 
 def _differences(end: dict[str, float], start: dict[str, float]) -> dict[str, float]:
