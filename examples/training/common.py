@@ -34,6 +34,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--corrupt", type=int, help="RANK: that rank's targets are corrupted (noise x3)")
     p.add_argument("--overflow", help="RANK:START:END: that rank's loss overflows fp16 on those steps")
+    p.add_argument("--overflow2", help="a second RANK:START:END overflow")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="autocast dtype (fp16 with a GradScaler)")
     p.add_argument("--comm-hook", choices=["allreduce", "fp16"], default="allreduce")
     p.add_argument("--linger", type=float, default=60.0, help="keep serving this long after the last step")

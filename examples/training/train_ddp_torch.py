@@ -39,7 +39,7 @@ def main() -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     watch = ScalerWatch(scaler)
     nan, blow = common.at(args.nan, rank), common.at(args.blowup, rank)
-    overflow = common.at(args.overflow, rank)
+    overflow = common.at(args.overflow, rank) + common.at(args.overflow2, rank)
     data = common.batches(rank, corrupt=args.corrupt == rank)
     for step in range(1, args.steps + 1):
         x, y = (t.to(device) for t in next(data))

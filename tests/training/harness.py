@@ -55,7 +55,8 @@ class Job:
 def launch(script: str, tmp_path: Path, run: str, *args: str, gateway: str | None = None) -> Job:
     """torchrun --nproc_per_node=2 <script> on 127.0.0.1 (a free rendezvous port, free metrics ports)."""
     # the script serves rank r on 127.0.0.1:<port-base + r>, or pushes to the gateway
-    base = _adjacent_ports()
+    master = free_port()
+    base = _adjacent_ports(avoid=master)
     ports, target = [base, base + 1], ["--port-base", str(base)]
     if gateway:
         ports, target = [], ["--pushgateway", gateway]
@@ -63,16 +64,18 @@ def launch(script: str, tmp_path: Path, run: str, *args: str, gateway: str | Non
     env = os.environ | {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
                         "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master-addr=127.0.0.1",
-           f"--master-port={free_port()}", str(EXAMPLES / script), "--lossgate-run", run, *target,
+           f"--master-port={master}", str(EXAMPLES / script), "--lossgate-run", run, *target,
            *JOB_ARGS, *args]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     return Job(run, proc, log, ports)
 
 
-def _adjacent_ports() -> int:
+def _adjacent_ports(avoid: int) -> int:
     for _ in range(50):
         p = free_port()
+        if avoid in (p, p + 1):
+            continue
         with contextlib.suppress(OSError), socket.socket() as s:
             s.bind(("127.0.0.1", p + 1))
             return p
@@ -94,11 +97,13 @@ def scrape(prometheus: Prometheus, job: Job) -> None:
 def wait_steps(prometheus: Prometheus, job: Job, steps: int, timeout: float = 150) -> None:
     """Both ranks' final step counter is in Prometheus."""
 
-    def done() -> bool:
-        job.check_alive()
-        return len(prometheus.query(f'training_steps_total{{run="{job.run}"}} == {steps}')) == 2
-
-    wait_until(done, timeout, f"both ranks of {job.run} at step {steps} in Prometheus", interval=0.25)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.check_alive()  # a crashed job fails the test at once, with its log
+        if len(prometheus.query(f'training_steps_total{{run="{job.run}"}} == {steps}')) == 2:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"both ranks of {job.run} not at step {steps} in Prometheus after {timeout:.0f}s")
 
 
 def read(prometheus: Prometheus, run: str, start: float) -> TrainingRun:
