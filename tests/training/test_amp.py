@@ -24,8 +24,18 @@ def test_fp16_scaler_skips_counted_and_a_run_of_overflows_fails(
     prometheus.add_target(f"127.0.0.1:{pushgateway.port}", honor_labels=True)
     prometheus.wait_target_up(f"127.0.0.1:{pushgateway.port}")
     run, start = harness.new_run("amp"), time.time()
-    job = harness.launch("train_ddp_torch.py", tmp_path, run, "--steps", "220", "--amp", "fp16",
-                         "--overflow", "1:120:121", "--overflow2", "1:160:172", gateway=pushgateway.url)  # fmt: skip
+    faults = ("--overflow", "1:120:121", "--overflow2", "1:160:172")
+    job = harness.launch(
+        "train_ddp_torch.py",
+        tmp_path,
+        run,
+        "--steps",
+        "220",
+        "--amp",
+        "fp16",
+        *faults,
+        gateway=pushgateway.url,
+    )
     jobs.append(job)
 
     # When the job has pushed its last step and Prometheus has scraped the gateway

@@ -65,7 +65,7 @@ def test_one_step_blowup_between_two_scrapes_fails_only_the_counted_gate(
     assert sampled.verdict is not HealthVerdict.FAIL, sampled.reasons
     assert counted.verdict is HealthVerdict.FAIL
     assert [x for x in counted.reasons if "trailing median" in x] == [
-        "rank 1: gradient norm above 10x its trailing median on 1 step(s) of 300 (bound 10x; every step counted)"
+        "rank 1: gradient norm over 10x its trailing median on 1 of 300 steps (every step counted)"
     ]
     assert counted.max_grad_norm_ratio == 100.0  # the largest bucket bound exceeded (a lower bound)
 

@@ -13,6 +13,7 @@ bound exceeded: lower bounds.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # core.health dispatches here: a runtime import would be a cy
     from lossgate.core.health import HealthConfig
 
 Findings = tuple[list[str], list[str], list[str]]  # fails, warns, notes
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,25 @@ def exceeding(r: RankCounts, hist: str, bound: float, **labels: str) -> float | 
     return None if count is None or below is None else max(count - below, 0.0)
 
 
+def _labels(key: str) -> tuple[str, dict[str, str]]:
+    name, _, inner = key.partition("{")
+    return name, dict(_LABEL.findall(inner))
+
+
 def largest_exceeded(r: RankCounts, hist: str, **labels: str) -> float:
     """The largest finite bucket bound with observations above it (0 when none)."""
-    prefix = count_key(f"{hist}_bucket", **labels)[:-1]
     count = _total(r, f"{hist}_count", **labels) or 0.0
     best = 0.0
     for key, below in r.totals.items():
-        if key.startswith(prefix) and 'le="' in key and '"+Inf"' not in key:
-            le = float(key.split('le="', 1)[1].split('"', 1)[0])
-            if count - max(below, 0.0) > 0:
-                best = max(best, le)
+        name, got = _labels(key)
+        le = got.pop("le", None)
+        if (
+            name == f"{hist}_bucket"
+            and got == labels
+            and le not in (None, "+Inf")
+            and count - max(below, 0.0) > 0
+        ):
+            best = max(best, float(le or 0.0))
     return best
 
 
@@ -105,8 +116,8 @@ def assess_rank(r: RankCounts, cfg: HealthConfig, fp16: bool, out: Findings) -> 
         )
     elif ratio > 0:
         fails.append(
-            f"{name}: gradient norm above {cfg.max_grad_norm_spike:g}x its trailing median on {ratio:.0f} "
-            f"step(s) of {steps} (bound {cfg.max_grad_norm_spike:g}x; every step counted)"
+            f"{name}: gradient norm over {cfg.max_grad_norm_spike:g}x its trailing median on {ratio:.0f} "
+            f"of {steps} steps (every step counted)"
         )
     spikes: dict[str, int] = {}
     for label, metric, z in (

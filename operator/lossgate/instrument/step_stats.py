@@ -216,6 +216,7 @@ class StepStats:
         c.skip_runs = dict.fromkeys(s.max_consecutive_skips, 0)
         c.scale_collapse = dict.fromkeys(s.loss_scale_drop, 0)
         self._post = 0  # post-warm-up steps seen
+        self.last: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # z grad, z loss, ratio
         self._skip_run = 0
         self._last_scale = math.nan
 
@@ -235,12 +236,13 @@ class StepStats:
         med_g, sc_g = self.grad.push(lg)
         med_l, sc_l = self.loss.push(ll)
         z_g, z_l = (lg - med_g) / sc_g, (ll - med_l) / sc_l  # NaN propagates: not judged
+        ratio = math.exp(min(lg - med_g, 700.0)) if not math.isnan(z_g) else math.nan
+        self.last = (z_g, z_l, ratio)
         if not (math.isnan(z_g) and math.isnan(z_l)):
             c.assessed += 1
         if not math.isnan(z_g):
             _observe(c.grad_z, self.z_bounds, z_g)
             c.grad_z_sum += z_g
-            ratio = math.exp(min(lg - med_g, 700.0))
             _observe(c.ratio, self.ratio_bounds, ratio)
             c.ratio_sum += ratio
         if not math.isnan(z_l):

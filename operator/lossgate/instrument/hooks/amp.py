@@ -2,7 +2,7 @@
 
     watch = ScalerWatch(scaler)
     skipped = watch.step(optimizer)          # scaler.step(optimizer) + scaler.update()
-    exporter.on_step(step, loss.item(), norm.pop(watch.applied_scale), loss_scale=watch.scale, skipped=skipped)
+    exporter.on_step(step, loss.item(), norm.pop(watch.applied_scale), watch.scale, skipped=skipped)
 
 A GradScaler skips the optimizer step when it finds inf/NaN in the (unscaled) gradients and then
 lowers its scale; the step was skipped exactly when the scale went down in update(). Skipped steps

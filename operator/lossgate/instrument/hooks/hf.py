@@ -29,7 +29,7 @@ from lossgate.instrument.hooks.ddp import LocalGradNorm
 from lossgate.instrument.training import TrainingExporter
 
 
-class LossgateTrainerCallback(TrainerCallback):  # type: ignore[misc]
+class LossgateTrainerCallback(TrainerCallback):
     def __init__(self, exporter: TrainingExporter, trainer: Any = None) -> None:
         self.exporter = exporter
         self.trainer = trainer

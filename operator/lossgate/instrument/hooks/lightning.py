@@ -34,7 +34,9 @@ except ImportError:  # the standalone package name
 
 def grad_norm(params: Any) -> float:
     """The norm of the parameters' current gradients (float32 accumulation)."""
-    parts = [torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32) for p in params if p.grad is not None]
+    parts = [
+        torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32) for p in params if p.grad is not None
+    ]
     return float(torch.linalg.vector_norm(torch.stack(parts)).item()) if parts else math.nan
 
 
