@@ -5,10 +5,13 @@
 
 Two models: a small MLP (128-256-256-10, batch 64) and an MLP of about 10 M parameters
 (1024-2048-2048-1024-1024, batch 32). Each runs as a real DDP job (gloo, one process: the all-reduce
-path is real, the hook runs on every bucket) two ways, in alternating blocks so that drift and other
+path is real, the hook runs on every bucket) three ways, in alternating blocks so that drift and other
 load on the machine hit both alike:
   - baseline: DDP with the built-in all-reduce hook, forward, backward, clip, SGD step;
-  - hooked: the same plus lossgate's LocalGradNorm comm hook and TrainingExporter.on_step with the
+  - python_hook: the same with the built-in all-reduce registered as a (Python) comm hook: what any
+    custom DDP hook costs, lossgate's or the built-in compression hooks (without one, DDP's default
+    all-reduce runs in C++);
+  - hooked: the baseline plus lossgate's LocalGradNorm comm hook and TrainingExporter.on_step with the
     local norm (every step's statistics: trailing median/MAD, z, ratio, spike bursts, recovery).
 Per-step time = block time / steps, as process CPU time (all threads; the primary number: other
 sessions' load on a shared machine inflates wall time far more) and as wall time; overhead =
@@ -19,6 +22,7 @@ Also timed alone: TrainingExporter.on_step (microseconds). Nothing is downloaded
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -31,6 +35,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
 from lossgate.instrument import TrainingExporter
@@ -43,16 +48,18 @@ MODELS: dict[str, tuple[list[int], int]] = {"small_mlp": ([128, 256, 256, 10], 6
 
 def mlp(widths: list[int]) -> torch.nn.Module:
     layers: list[torch.nn.Module] = []
-    for a, b in zip(widths, widths[1:], strict=False):
+    for a, b in itertools.pairwise(widths):
         layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
     torch.manual_seed(0)
     return torch.nn.Sequential(*layers[:-1])
 
 
 class Job:
-    def __init__(self, widths: list[int], batch: int, hooked: bool) -> None:
+    def __init__(self, widths: list[int], batch: int, hooked: bool, python_hook: bool = False) -> None:
         self.ddp = DistributedDataParallel(mlp(widths))
         self.norm = LocalGradNorm.register(self.ddp) if hooked else None
+        if python_hook:  # the built-in all-reduce as a Python comm hook: what any custom DDP hook pays
+            self.ddp.register_comm_hook(None, default_hooks.allreduce_hook)
         self.exporter = TrainingExporter("bench", 0) if hooked else None
         self.opt = torch.optim.SGD(self.ddp.parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(1)
@@ -82,15 +89,16 @@ class Job:
 def measure(name: str, rounds: int, target_s: float) -> dict[str, Any]:
     widths, batch = MODELS[name]
     base, hooked = Job(widths, batch, False), Job(widths, batch, True)
-    for job in (base, hooked):  # warm-up: allocator, DDP bucket rebuild, the exporter's first window
+    py_hook = Job(widths, batch, False, python_hook=True)
+    arms = [("baseline", base), ("python_hook", py_hook), ("hooked", hooked)]
+    for _, job in arms:  # warm-up: allocator, DDP bucket rebuild, the exporter's first window
         job.block(20)
     probe, _ = base.block(5)
     steps = max(10, int(target_s / probe))
-    wall: dict[str, list[float]] = {"baseline": [], "hooked": []}
-    cpu: dict[str, list[float]] = {"baseline": [], "hooked": []}
+    wall: dict[str, list[float]] = {label: [] for label, _ in arms}
+    cpu: dict[str, list[float]] = {label: [] for label, _ in arms}
     for r in range(rounds):
-        order = [("baseline", base), ("hooked", hooked)]
-        for label, job in order if r % 2 == 0 else order[::-1]:
+        for label, job in arms if r % 2 == 0 else arms[::-1]:
             w, c = job.block(steps)
             wall[label].append(w)
             cpu[label].append(c)
@@ -103,14 +111,17 @@ def measure(name: str, rounds: int, target_s: float) -> dict[str, Any]:
     }
     for kind, times in (("cpu", cpu), ("wall", wall)):
         b, h = statistics.median(times["baseline"]), statistics.median(times["hooked"])
+        p = statistics.median(times["python_hook"])
         out[kind] = {
             "baseline_step_ms": round(b * 1e3, 4),
+            "python_hook_step_ms": round(p * 1e3, 4),
             "hooked_step_ms": round(h * 1e3, 4),
             "overhead_us": round((h - b) * 1e6, 1),
             "overhead_pct": round((h / b - 1) * 100, 2),
-            "baseline_block_ms": [round(t * 1e3, 4) for t in times["baseline"]],
-            "hooked_block_ms": [round(t * 1e3, 4) for t in times["hooked"]],
-        }
+            # lossgate's own work (norm per bucket, one sync, on_step) over the Python hook path
+            "own_overhead_us": round((h - p) * 1e6, 1),
+            "own_overhead_pct": round((h / p - 1) * 100, 2),
+        } | {f"{label}_block_ms": [round(t * 1e3, 4) for t in times[label]] for label in times}
     out["meets_goal"] = out["cpu"]["overhead_pct"] < 2.0
     return out
 
@@ -141,9 +152,12 @@ def main() -> None:
             out["models"][name] = r = measure(name, rounds, target)
             for kind in ("cpu", "wall"):
                 k = r[kind]
-                print(f"{name:10s} {r['parameters']:>10,d} params  {kind:4s} baseline {k['baseline_step_ms']:9.3f} "
-                      f"ms/step  hooked {k['hooked_step_ms']:9.3f} ms/step  overhead {k['overhead_pct']:+6.2f}% "
-                      f"({k['overhead_us']:+.0f} us)")  # fmt: skip
+                print(
+                    f"{name:10s} {kind:4s} baseline {k['baseline_step_ms']:9.3f} ms/step  hooked "
+                    f"{k['hooked_step_ms']:9.3f}  overhead {k['overhead_pct']:+6.2f}% "
+                    f"({k['overhead_us']:+.0f} us); over a Python all-reduce hook "
+                    f"{k['own_overhead_pct']:+.2f}% ({k['own_overhead_us']:+.0f} us)"
+                )
             print(f"{name:10s} goal < 2% (CPU time): {'met' if r['meets_goal'] else 'NOT met'}")
         out["exporter_on_step_us"] = round(exporter_alone(), 2)
         print(f"TrainingExporter.on_step alone: {out['exporter_on_step_us']:.1f} us")

@@ -22,7 +22,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--lossgate-run", dest="run", required=True)
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--port-base", type=int, help="serve /metrics on 127.0.0.1:<port-base + rank>")
+    p.add_argument("--port-base", type=int, help="serve /metrics on <port-base + LOCAL_RANK>")
     p.add_argument("--pushgateway", help="push to this Pushgateway instead")
     p.add_argument("--warmup", type=float, default=500.0)
     p.add_argument("--window", type=int, default=300)
@@ -36,6 +36,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overflow", help="RANK:START:END: that rank's loss overflows fp16 on those steps")
     p.add_argument("--overflow2", help="a second RANK:START:END overflow")
     p.add_argument("--amp", choices=["fp16", "bf16"], help="autocast dtype (fp16 with a GradScaler)")
+    p.add_argument("--cpu", action="store_true", help="never use a GPU")
     p.add_argument("--comm-hook", choices=["allreduce", "fp16"], default="allreduce")
     p.add_argument("--linger", type=float, default=60.0, help="keep serving this long after the last step")
     return p.parse_args(argv)
@@ -90,7 +91,10 @@ def exporter(args: argparse.Namespace, rank: int) -> tuple[TrainingExporter, Scr
     if args.pushgateway:
         exp.push_to(args.pushgateway)
     else:
-        exp.serve(args.port_base + rank, addr="127.0.0.1")
+        # one port per process of the pod: port-base + LOCAL_RANK (so every pod serves on port-base
+        # with one process per pod); all interfaces in a pod, loopback when run locally
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        exp.serve(args.port_base + local, addr=os.environ.get("LOSSGATE_METRICS_ADDR", "127.0.0.1"))
     return exp, signal
 
 

@@ -25,10 +25,13 @@ from lossgate.instrument.hooks.ddp import LocalGradNorm
 
 def main() -> None:
     args = common.parse()
-    cuda = torch.cuda.is_available() and args.amp != "bf16-cpu"
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, _ = common.rank_world()
-    device = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
+    rank, world = common.rank_world()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() and not args.cpu else 0
+    # One GPU per rank with NCCL; with fewer GPUs than ranks (one GPU: one CUDA rank and one CPU
+    # rank), gloo for all, which all-reduces CUDA and CPU tensors alike.
+    cuda = rank < gpus
+    dist.init_process_group("nccl" if gpus >= world else "gloo")
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
     net = common.model().to(device)
     ddp = DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
     inner = default_hooks.fp16_compress_hook if args.comm_hook == "fp16" else None
@@ -37,6 +40,8 @@ def main() -> None:
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.amp or "")
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    if cuda:
+        torch.cuda.set_device(device)
     watch = ScalerWatch(scaler)
     nan, blow = common.at(args.nan, rank), common.at(args.blowup, rank)
     overflow = common.at(args.overflow, rank) + common.at(args.overflow2, rank)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from lossgate.instrument.hooks.hf import LossgateTrainerCallback  # noqa: E402
+from lossgate.instrument.hooks.hf import LossgateTrainerCallback
 
 
 class Tokens(torch.utils.data.Dataset):  # type: ignore[type-arg]
@@ -51,8 +52,9 @@ def main() -> None:
         return output
 
     model.register_forward_hook(inject)  # the fault, before lossgate's hook sees the loss
+    out = Path(tempfile.gettempdir()) / f"lossgate-hf-{args.run}"  # nothing is saved (save_strategy no)
     targs = TrainingArguments(
-        output_dir=str(Path("/tmp") / f"lossgate-hf-{args.run}"), use_cpu=True, ddp_backend="gloo",
+        output_dir=str(out), use_cpu=True, ddp_backend="gloo",
         max_steps=args.steps, per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
         save_strategy="no", logging_steps=10_000, dataloader_num_workers=0, disable_tqdm=True,
         max_grad_norm=1.0,

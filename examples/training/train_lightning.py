@@ -1,6 +1,6 @@
 """A Lightning job (2 processes under torchrun, DDP on CPU/gloo) with lossgate's callback.
 
-    torchrun --nproc_per_node=2 examples/training/train_lightning.py --lossgate-run my-run --port-base 9100
+torchrun --nproc_per_node=2 examples/training/train_lightning.py --lossgate-run my-run --port-base 9100
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from lossgate.instrument.hooks.lightning import LossgateCallback  # noqa: E402
+from lossgate.instrument.hooks.lightning import LossgateCallback
 
 
 class Batches(IterableDataset):  # type: ignore[type-arg]

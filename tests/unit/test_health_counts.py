@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
-from lossgate.adapters.prometheus.training_counts import GAUGES, _divergence, _key
+from lossgate.adapters.prometheus.training_counts import counts_from_exposition
 from lossgate.core.decision import DecisionKind
 from lossgate.core.evidence import RankCounts, RankSeries, TrainingRun
 from lossgate.core.health import EXPORTER_OUTDATED, HealthConfig, assess
@@ -27,13 +26,8 @@ CFG = HealthConfig(window=60, min_history=30, warmup_steps=50.0)
 
 def _counts(exporter: TrainingExporter) -> RankCounts:
     """What the adapter builds from a first read (all series new in the window: start values 0)."""
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(generate_latest(exporter.registry).decode()):
-        for s in family.samples:
-            values[_key({"__name__": s.name, **s.labels})] = s.value
-    totals = {k: v for k, v in values.items() if k.split("{", 1)[0] not in GAUGES}
-    latest = {k: v for k, v in values.items() if k.split("{", 1)[0] in GAUGES}
-    return RankCounts(exporter.rank, totals, latest, _divergence(values))
+    (counts,) = counts_from_exposition([generate_latest(exporter.registry).decode()])
+    return counts
 
 
 def _job(rank: int, steps: int = 400, seed: int = 0, **faults: float) -> TrainingExporter:

@@ -165,7 +165,7 @@ def assess_rank(r: RankCounts, cfg: HealthConfig, fp16: bool, out: Findings) -> 
         warns.append(f"{name}: loss has not yet recovered from {pending:.0f} recent spike(s)")
 
     collapse = False
-    if fp16:
+    if fp16 or skipped > 0 or _total(r, "training_loss_scale_decreases_total"):
         runs = _total(r, "training_skip_runs_total", limit=str(cfg.max_consecutive_skips))
         floor = _total(r, "training_loss_scale_floor_steps_total", floor=le_label(cfg.min_loss_scale))
         drop = _total(r, "training_loss_scale_collapse_steps_total", drop=le_label(cfg.loss_scale_drop))

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from lossgate.adapters.prometheus import counters, promql
 from lossgate.adapters.prometheus.client import PromClient
 from lossgate.core.evidence import RankCounts, count_key
@@ -125,6 +127,27 @@ class CountsReader:
             key = _key(dict(s.labels))
             totals[key] = max(totals.get(key, -math.inf), math.fsum(parts[0]) if parts else 0.0)
         return totals
+
+
+def counts_from_exposition(texts: list[str]) -> tuple[RankCounts, ...]:
+    """RankCounts straight from exporters' /metrics texts, as a first read would give (every series
+    new: counted from 0). For checks without a Prometheus (hack/gpu) and tests."""
+    values: Values = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                metric = {"__name__": s.name, **s.labels}
+                if math.isfinite(s.value):
+                    values.setdefault(metric.get("rank", ""), {})[_key(metric)] = float(s.value)
+    return tuple(
+        RankCounts(
+            rank,
+            _differences(row, {}),
+            {k: v for k, v in row.items() if k.split("{", 1)[0] in GAUGES},
+            _divergence(row),
+        )
+        for rank, row in sorted(values.items(), key=lambda kv: _rank_order(kv[0]))
+    )
 
 
 def _divergence(end: dict[str, float]) -> dict[str, tuple[float, float]]:
