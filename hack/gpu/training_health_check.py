@@ -58,10 +58,11 @@ def scrape(port: int) -> str | None:
 
 def run(name: str, extra: list[str], cpu: bool, log_dir: Path) -> tuple[TrainingRun, float]:
     base = free_port()  # rank r serves on base + r (a port taken by then fails the job: rerun)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master-addr=127.0.0.1",
-                f"--master-port={free_port()}"]  # fmt: skip
-    job = ["--lossgate-run", "gpu-check", "--port-base", str(base), "--steps", str(STEPS), "--warmup", "50",
-           "--window", "60", "--min-history", "30", "--linger", "120", *(["--cpu"] if cpu else [])]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                "--master-addr=127.0.0.1", f"--master-port={free_port()}"]  # fmt: skip
+    job = ["--lossgate-run", "gpu-check", "--port-base", str(base), "--steps", str(STEPS),
+           "--warmup", "50", "--window", "60", "--min-history", "30", "--linger", "120",
+           *(["--cpu"] if cpu else [])]  # fmt: skip
     cmd = [*launcher, str(SCRIPT), *job, *extra]
     log = log_dir / f"{name.split()[0]}-{base}.log"
     started = time.monotonic()
