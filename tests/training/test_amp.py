@@ -63,6 +63,7 @@ def test_fp16_scaler_skips_counted_and_a_run_of_overflows_fails(
     # And the run of 12 skips fails the gate (10 or more in a row), the single one alone would not
     assert counted.verdict is HealthVerdict.FAIL
     assert counted.loss_scale_collapse
+    assert not [x for x in counted.reasons if "does not count" in x]  # every bucket read through the gateway
     assert any("10 or more consecutive skipped fp16 steps" in x for x in counted.reasons), counted.reasons
 
 

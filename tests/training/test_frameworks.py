@@ -1,5 +1,6 @@
 """Lightning (DDP, 2 processes) and the Hugging Face Trainer (DDP, 2 processes) under torchrun on CPU,
-with lossgate's callbacks, scraped by the real Prometheus: faults fail the gate, clean runs pass."""
+with lossgate's callbacks, scraped by the real Prometheus or pushed to a real Pushgateway: faults fail
+the gate, clean runs pass."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from lossgate.core.evidence import TrainingRun
 from lossgate.core.health import HealthResult
 from lossgate.core.verdicts import HealthVerdict
-from lossgate_dev.devenv.prom import Prometheus
+from lossgate_dev.devenv.prom import Prometheus, Pushgateway
 from tests.training import harness
 from tests.training.harness import Job
 
@@ -19,12 +20,22 @@ pytestmark = pytest.mark.prom
 
 
 def _run(
-    prometheus: Prometheus, jobs: list[Job], tmp_path: Path, script: str, steps: int, *args: str
+    prometheus: Prometheus,
+    jobs: list[Job],
+    tmp_path: Path,
+    script: str,
+    steps: int,
+    *args: str,
+    gateway: Pushgateway | None = None,
 ) -> tuple[TrainingRun, HealthResult]:
     run, start = harness.new_run(script.split(".")[0].replace("_", "-")), time.time()
-    job = harness.launch(script, tmp_path, run, "--steps", str(steps), *args)
+    if gateway is not None:  # the ranks push; Prometheus scrapes the gateway with honor_labels
+        prometheus.add_target(f"127.0.0.1:{gateway.port}", honor_labels=True)
+        prometheus.wait_target_up(f"127.0.0.1:{gateway.port}")
+    job = harness.launch(script, tmp_path, run, "--steps", str(steps), *args, gateway=gateway and gateway.url)
     jobs.append(job)
-    harness.scrape(prometheus, job)
+    if gateway is None:
+        harness.scrape(prometheus, job)
     harness.wait_steps(prometheus, job, steps, timeout=240)
     got = harness.read(prometheus, run, start)
     return got, harness.verdicts(got)[0]
@@ -47,9 +58,11 @@ def test_lightning_local_norms_catch_a_one_rank_blowup(
     ]
 
 
-def test_lightning_clean_run_passes(prometheus: Prometheus, jobs: list[Job], tmp_path: Path) -> None:
-    # Given a clean 2-process Lightning job; when read back, then the gate passes
-    got, counted = _run(prometheus, jobs, tmp_path, "train_lightning.py", 200)
+def test_lightning_clean_run_pushed_passes(
+    prometheus: Prometheus, pushgateway: Pushgateway, jobs: list[Job], tmp_path: Path
+) -> None:
+    # Given a clean 2-process Lightning job pushing to a Pushgateway; when read back, then the gate passes
+    got, counted = _run(prometheus, jobs, tmp_path, "train_lightning.py", 200, gateway=pushgateway)
     assert [r.rank for r in got.counts] == ["0", "1"]
     assert counted.verdict is HealthVerdict.PASS, counted.reasons
 
@@ -67,9 +80,12 @@ def test_hf_trainer_raw_nan_loss_fails(prometheus: Prometheus, jobs: list[Job], 
     assert counted.nonfinite_steps == 51
 
 
-def test_hf_trainer_clean_run_passes(prometheus: Prometheus, jobs: list[Job], tmp_path: Path) -> None:
-    # Given a clean HF Trainer job; when read back, then every step is counted and the gate passes
-    got, counted = _run(prometheus, jobs, tmp_path, "train_hf.py", 200)
+def test_hf_trainer_clean_run_pushed_passes(
+    prometheus: Prometheus, pushgateway: Pushgateway, jobs: list[Job], tmp_path: Path
+) -> None:
+    # Given a clean HF Trainer job pushing to a Pushgateway; when read back, then every step is
+    # counted and the gate passes
+    got, counted = _run(prometheus, jobs, tmp_path, "train_hf.py", 200, gateway=pushgateway)
     for r in got.counts:
         assert r.totals["training_steps_total{}"] == 200
         assert r.totals["training_nonfinite_steps_total{}"] == 0

@@ -9,11 +9,13 @@ counters are differenced (counters.py), never `increase()`.
   (counters.interval_parts);
 - the divergence rule's running means: each rank's latest training_log_window_mean, the mean of its
   log loss / log gradient norm over its last windowSteps steps (ranks of one job step in lockstep);
-- one rank exported twice (scraped and pushed) is counted once (the larger increase).
+- one rank exported twice (scraped and pushed) is counted once (the larger increase);
+- `le` is normalised (`10` and `10.0` are one bound: a Pushgateway re-exposes bounds Go-style).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lossgate.adapters.prometheus import counters, promql
 from lossgate.adapters.prometheus.client import PromClient
+from lossgate.conventions import le_label
 from lossgate.core.evidence import RankCounts, count_key
 
 COUNTERS = (
@@ -64,7 +67,11 @@ def counted_selector(run: str, rank: str | None = None, names: list[str] | None 
 
 
 def _key(metric: dict[str, str]) -> str:
-    return count_key(metric.get("__name__", ""), **{k: metric[k] for k in KEY_LABELS if k in metric})
+    labels = {k: metric[k] for k in KEY_LABELS if k in metric}
+    if "le" in labels:  # "10" (a Pushgateway / Go client re-exposing) and "10.0" are the same bound
+        with contextlib.suppress(ValueError):
+            labels["le"] = le_label(float(labels["le"]))
+    return count_key(metric.get("__name__", ""), **labels)
 
 
 def _values(result: list[dict[str, Any]]) -> Values:
