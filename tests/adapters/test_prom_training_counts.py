@@ -1,19 +1,24 @@
 """The counted training series read back through a real Prometheus: exact increases over a window,
-a series born inside it counted from 0, and a rank whose exporter restarted inside it read segment by
-segment from its raw samples."""
+a rank whose exporter restarted inside it read segment by segment from its raw samples, and the
+demo's backfilled runs judged from their counted series."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import start_http_server
 
-from lossgate.adapters.prometheus import PromClient, PrometheusConfig
+from lossgate.adapters.prometheus import PromClient, PrometheusConfig, PrometheusMetrics
 from lossgate.adapters.prometheus.training_counts import CountsReader
+from lossgate.core.evidence import TrainingRun
+from lossgate.core.health import HealthConfig, assess
+from lossgate.core.verdicts import HealthVerdict
 from lossgate.instrument import TrainingExporter
 from lossgate.instrument.step_stats import GateSettings
+from lossgate_dev.demo.trainer import openmetrics, train
 from lossgate_dev.devenv.procs import free_port, wait_until
 from lossgate_dev.devenv.prom import Prometheus
 
@@ -79,3 +84,30 @@ def test_increases_are_exact_across_a_restart(prometheus: Prometheus) -> None:
     # And rank 1's is 40 + 30 steps with (140 // 7 - 100 // 7) + 30 // 7 = 6 + 4 non-finite ones
     assert counts["1"].totals["training_steps_total{}"] == 70
     assert counts["1"].totals["training_nonfinite_steps_total{}"] == 10
+
+
+def test_the_demo_backfilled_run_is_judged_from_its_counted_series(prometheus: Prometheus) -> None:
+    # Given the demo's two-rank training runs (400 steps, 2 s apart), one clean and one whose rank 1
+    # gradients go NaN from step 300, backfilled with promtool as `make demo` does
+    end = time.time() - 60
+    clean, bad = f"demo-clean-{uuid.uuid4().hex[:6]}", f"demo-nan-{uuid.uuid4().hex[:6]}"
+    text = openmetrics(train(clean), end).replace("# EOF\n", "") + openmetrics(train(bad, nan_at=300), end)
+    prometheus.backfill(text)
+    metrics = PrometheusMetrics(PrometheusConfig(prometheus.url))
+    window = (datetime.fromtimestamp(end - 1000, UTC), datetime.fromtimestamp(end + 30, UTC))
+    gate = HealthConfig(warmup_steps=50.0)  # the demo's gradientHealth: warmupSteps 50
+    # When the operator's adapter reads each run
+    results = {}
+    for run in (clean, bad):
+        got = metrics.training_run(run, None, *window, 5.0)
+        assert isinstance(got, TrainingRun), got
+        results[run] = (got, assess(got, gate))
+
+    # Then both carry the counted series (no ExporterOutdated), every one of their 400 steps counted
+    for got, _ in results.values():
+        assert [r.totals["training_steps_total{}"] for r in got.counts] == [400, 400]
+        assert not got.exporter_outdated
+    # And the clean run passes, the diverged one fails on its 100 applied non-finite steps
+    assert results[clean][1].verdict is HealthVerdict.PASS, results[clean][1].reasons
+    assert results[bad][1].verdict is HealthVerdict.FAIL
+    assert results[bad][1].nonfinite_steps == 100
