@@ -45,10 +45,8 @@ class LocalGradNorm:
         return state
 
     def add(self, bucket: GradBucket) -> None:
-        # float32 accumulation: an fp16 bucket's sum of squares overflows long before its norm does
-        part = torch.linalg.vector_norm(bucket.buffer().detach(), dtype=torch.float32).pow(2)
         with self._lock:
-            self._parts.append(part)
+            self._parts.append(square_sum(bucket.buffer().detach()))
 
     def pop(self, scale: float = 1.0) -> float:
         """The local norm of the gradients since the last pop (NaN if no backward synchronised);
@@ -59,6 +57,15 @@ class LocalGradNorm:
             return math.nan
         total = float(torch.stack(parts).sum().item())  # one device sync per step
         return math.sqrt(total) / scale if total >= 0 else math.nan
+
+
+def square_sum(flat: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of a flat gradient buffer: a dot product for float32/64 (the fastest pass over
+    the memory), float32 accumulation of a norm otherwise (fp16/bf16 squares overflow or lose bits)."""
+    if flat.dtype in (torch.float32, torch.float64) and flat.dim() == 1:
+        return torch.dot(flat, flat)
+    out: torch.Tensor = torch.linalg.vector_norm(flat, dtype=torch.float32).pow(2)
+    return out
 
 
 def hook(state: LocalGradNorm, bucket: GradBucket) -> torch.futures.Future[torch.Tensor]:
