@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all deps venv lock cluster-bins cluster test test-fast lint crds bench bench-detection demo clean
+.PHONY: all deps venv lock cluster-bins cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo clean
 
 all: test
 
@@ -14,6 +14,7 @@ venv:
 	@VENV=$(VENV) bash hack/venv.sh
 
 ## Re-resolve the pinned dependencies: requirements/ci.txt (CI, make test) and image.txt (the image).
+## requirements/torch.txt (the torch extra, installed with ci.txt) is pinned by hand: see its header.
 lock: venv
 	$(VENV)/bin/pip-compile -q --strip-extras --allow-unsafe --no-emit-find-links --no-emit-index-url --extra test --extra bench \
 	  --output-file requirements/ci.txt pyproject.toml requirements/dev.in
@@ -40,6 +41,11 @@ test: deps venv cluster-bins lint
 test-fast: venv
 	$(PY) -m pytest tests/unit
 
+## The training tier: torchrun jobs (DDP, FSDP, AMP, Lightning, HF Trainer) against the real Prometheus.
+test-training: deps venv cluster-bins
+	$(PY) -m pytest tests/training tests/unit/test_step_stats.py tests/unit/test_health_counts.py \
+	  tests/adapters/test_prom_training_counts.py
+
 crds: venv
 	$(PY) -m lossgate.model.crdgen
 
@@ -47,6 +53,9 @@ bench: bench-detection
 
 bench-detection: venv
 	$(PY) bench/detection.py
+
+bench-training-hooks: venv
+	$(PY) bench/training_hooks.py
 
 demo: deps venv cluster-bins
 	$(VENV)/bin/lossgate-demo

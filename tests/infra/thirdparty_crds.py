@@ -6,7 +6,7 @@ caches, the only caches; nothing is copied into this repository. Versions are pi
 
 Fixtures (session scope, registered in the root conftest): `gateway_api_crds` installs the
 standard-channel Gateway API CRDs, `istio_crds` installs Istio's networking.istio.io CRDs, `gojq` is
-the path of a gojq binary.
+the path of a gojq binary, `pytorchjob_crd` installs Kubeflow's PyTorchJob CRD.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from lossgate_dev.devenv.thirdparty import (
     install_crds,
     load_gateway_api_crds,
     load_istio_crds,
+    load_pytorchjob_crd,
 )
 from tests.infra.kube_fixtures import Kube
 
@@ -61,5 +62,13 @@ def gateway_api_crds(kube: Kube) -> list[Manifest]:
 @pytest.fixture(scope="session")
 def istio_crds(kube: Kube) -> list[Manifest]:
     crds = load_istio_crds()
+    install_crds(kube.api_client, crds)
+    return crds
+
+
+@pytest.fixture(scope="session")
+def pytorchjob_crd(kube: Kube) -> list[Manifest]:
+    """Kubeflow's PyTorchJob CRD, installed in the session's API server."""
+    crds = load_pytorchjob_crd()
     install_crds(kube.api_client, crds)
     return crds

@@ -18,6 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.datasets import load_digits
 
+from lossgate.adapters.prometheus.training_counts import counted_names
+from lossgate.instrument import TrainingExporter
+from lossgate.instrument.step_stats import GateSettings
+
 
 @dataclass
 class RankLog:
@@ -78,7 +82,34 @@ def train(run: str, ranks: int = 2, steps: int = 400, nan_at: int | None = None,
     return RunLog(run, logs, val)
 
 
-def openmetrics(log: RunLog, end_time: float, seconds_per_step: float = 2.0) -> str:
+def counted(log: RunLog, times: list[float], warmup_steps: float, every: int = 10) -> list[str]:
+    """The counted series a live TrainingExporter would export (every step fed to it), sampled every
+    `every` steps and at the last: counters, so the operator's differences stay exact. Typed
+    `unknown` (one family per sample name): OpenMetrics then takes any sample name as it is."""
+    by_name: dict[str, list[str]] = {}
+    names = set(counted_names())
+    for r in log.ranks:
+        exporter = TrainingExporter(log.run, r.rank, settings=GateSettings(warmup_steps=warmup_steps))
+        for i, t in enumerate(times):
+            bad = r.nonfinite[i] > (r.nonfinite[i - 1] if i else 0)
+            exporter.on_step(i, r.loss[i], r.grad_norm[i], nonfinite=bad)
+            if i % every and i != len(times) - 1:
+                continue
+            for fam in exporter.collect():
+                for s in fam.samples:
+                    if s.name in names:
+                        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                        by_name.setdefault(s.name, []).append(f"{s.name}{{{labels}}} {_num(s.value)} {t:.3f}")
+    out: list[str] = []
+    for name, lines in by_name.items():
+        out.append(f"# TYPE {name} unknown")
+        out += lines
+    return out
+
+
+def openmetrics(
+    log: RunLog, end_time: float, seconds_per_step: float = 2.0, warmup_steps: float = 50.0
+) -> str:
     """The run's metrics as OpenMetrics text with timestamps, one sample per step, ending at end_time."""
     n = len(log.ranks[0].loss)
     times = [end_time - (n - 1 - i) * seconds_per_step for i in range(n)]
@@ -95,6 +126,7 @@ def openmetrics(log: RunLog, end_time: float, seconds_per_step: float = 2.0) -> 
     family("training_grad_norm", "gauge", lambda r, i: r.grad_norm[i])
     family("training_step", "gauge", lambda r, i: i)
     family("training_nonfinite_steps", "counter", lambda r, i: r.nonfinite[i], "_total")
+    out += counted(log, times, warmup_steps)
     out.append("# TYPE validation_loss gauge")
     out.append(f'validation_loss{{run="{log.run}",rank="0"}} {_num(log.validation_loss)} {times[-1]:.3f}')
     out.append("# EOF")

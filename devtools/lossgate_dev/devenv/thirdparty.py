@@ -24,6 +24,8 @@ from lossgate_dev.devenv.procs import wait_until
 
 GATEWAY_API_MODULE, GATEWAY_API_VERSION = "sigs.k8s.io/gateway-api", "v1.6.3"
 ISTIO_API_MODULE, ISTIO_API_VERSION = "istio.io/api", "v1.31.1"
+# Kubeflow's training operator (PyTorchJob): examples/training/pytorchjob.yaml is dry-run against it.
+KUBEFLOW_TRAINING_MODULE, KUBEFLOW_TRAINING_VERSION = "github.com/kubeflow/training-operator", "v1.9.3"
 
 Manifest = dict[str, Any]
 
@@ -98,6 +100,21 @@ def load_istio_crds(group: str = "networking.istio.io") -> list[Manifest]:
     crds = [c for c in _crds_in([path]) if c["spec"]["group"] == group]
     if not any(c["spec"]["names"]["kind"] == "VirtualService" for c in crds):
         raise RuntimeError(f"no VirtualService CRD in {path}")
+    return crds
+
+
+def load_pytorchjob_crd() -> list[Manifest]:
+    """Kubeflow's PyTorchJob CRD (kubeflow.org/v1), from the training operator's module."""
+    path = (
+        go_module_dir(KUBEFLOW_TRAINING_MODULE, KUBEFLOW_TRAINING_VERSION)
+        / "manifests"
+        / "base"
+        / "crds"
+        / "kubeflow.org_pytorchjobs.yaml"
+    )
+    crds = _crds_in([path])
+    if not any(c["spec"]["names"]["kind"] == "PyTorchJob" for c in crds):
+        raise RuntimeError(f"no PyTorchJob CRD in {path}")
     return crds
 
 

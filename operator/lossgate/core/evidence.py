@@ -5,6 +5,7 @@ Plain frozen dataclasses (no I/O) so adapters can build them and the core stays 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -49,15 +50,43 @@ class RankSeries:
     loss_scale: tuple[float, ...] = ()  # empty when not mixed precision (or bf16)
 
 
+def count_key(series: str, /, **labels: str) -> str:
+    """The key of one counted series in RankCounts.totals: its name and its labels but run/rank."""
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{series}{{{inner}}}"
+
+
+@dataclass(frozen=True)
+class RankCounts:
+    """One rank's counted training series (lossgate.instrument.step_stats), exact over the window.
+
+    totals: count_key -> increase of the counter over the gate's window (restarts handled).
+    latest: count_key -> latest value of a gauge (training_spikes_recovering, training_gate_setting).
+    divergence: "loss" / "grad_norm" -> (mean, n): the mean of the post-warm-up log values over the
+        rank's last windowSteps steps and how many were finite (the divergence rule's running means).
+    """
+
+    rank: str
+    totals: Mapping[str, float]
+    latest: Mapping[str, float] = field(default_factory=dict)
+    divergence: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class TrainingRun:
-    """The canary's training run as read back from Prometheus, per rank."""
+    """The canary's training run as read back from Prometheus, per rank.
+
+    counts: the counted form (every step), when the exporter has it; the gate then judges from it and
+    the sampled `ranks` are for display. exporter_outdated: the run exports only the gauges.
+    """
 
     run: str
     ranks: tuple[RankSeries, ...]
     validation_loss: float | None = None  # the canary run's latest validation loss
     baseline_validation_loss: float | None = None  # the baseline run's, on the same holdout
     fp16: bool = False
+    counts: tuple[RankCounts, ...] = ()
+    exporter_outdated: bool = False
 
 
 @dataclass(frozen=True)

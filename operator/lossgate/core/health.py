@@ -6,8 +6,10 @@ rolls back if it appears mid-rollout); a warning lets the caller tighten alpha_r
 steps. Missing or too little data is UNKNOWN, never PASS.
 
 Series are per rank and aligned by training step; NaN means missing, +-inf means a non-finite value.
-Windows and rates count observed points: when the adapter samples every training step these are
-steps, otherwise "per 1000 steps" reads "per 1000 observed points".
+When the exporter counts every step (TrainingRun.counts, lossgate.instrument.step_stats) the rules
+read exact counts (core.health_counts) and windows and rates are in steps. From the gauges of an old
+exporter they count observed points ("per 1000 steps" reads "per 1000 observed points"), and the
+result carries an EXPORTER_OUTDATED note.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from lossgate.core.evidence import RankSeries, TrainingRun
+from lossgate.core.health_counts import MISSING as COUNT_MISSING
+from lossgate.core.health_counts import assess_rank as assess_counted_rank
+from lossgate.core.health_counts import rank_divergence as counted_divergence
 from lossgate.core.health_rules import (
     FloatArray,
     bonferroni_threshold,
@@ -33,6 +38,14 @@ from lossgate.core.health_rules import (
     trailing_robust,
 )
 from lossgate.core.verdicts import HealthVerdict
+
+# The prefix of the note on a verdict from an old, gauge-only exporter (the TrainingHealthy condition's
+# reason becomes ExporterOutdated while this note is there).
+EXPORTER_OUTDATED = "ExporterOutdated"
+OUTDATED_NOTE = (
+    f"{EXPORTER_OUTDATED}: run exports only the training gauges (sampled, not every step); upgrade "
+    "lossgate.instrument so it exports training_steps_total and the counted series (docs/metrics.md)"
+)
 
 
 @dataclass(frozen=True)
@@ -311,16 +324,25 @@ def _validation(run: TrainingRun, cfg: HealthConfig, out: _Findings) -> float | 
 def assess(run: TrainingRun, config: HealthConfig) -> HealthResult:
     """The gate's verdict on the canary's training run: FAIL > UNKNOWN > WARN > PASS."""
     found = _Findings([], [], [])
-    stats = [_assess_rank(r, run.fp16, config, found) for r in run.ranks]
-    divergence = _rank_divergence(run, config, found)
+    if run.counts:
+        out = (found.fails, found.warns, found.notes)
+        stats: list[_RankStats] = [
+            _RankStats(**vars(assess_counted_rank(r, config, run.fp16, out))) for r in run.counts
+        ]
+        divergence = counted_divergence(run, config, out)
+    else:
+        stats = [_assess_rank(r, run.fp16, config, found) for r in run.ranks]
+        divergence = _rank_divergence(run, config, found)
+        if run.exporter_outdated:
+            found.notes.append(OUTDATED_NOTE)
     validation_delta = _validation(run, config, found)
     assessed = max((s.assessed for s in stats), default=0)
 
     if found.fails:
         verdict = HealthVerdict.FAIL
-    elif not run.ranks or assessed == 0:
+    elif not (run.ranks or run.counts) or assessed == 0:
         verdict = HealthVerdict.UNKNOWN
-        if not run.ranks:
+        if not (run.ranks or run.counts):
             found.notes.insert(0, "no training metrics")
         else:
             found.notes.insert(
@@ -328,6 +350,8 @@ def assess(run: TrainingRun, config: HealthConfig) -> HealthResult:
                 f"too few points after warm-up (step {config.warmup_steps:g}) to judge: "
                 f"need {config.min_history} of history",
             )
+    elif any(COUNT_MISSING in n for n in found.notes):
+        verdict = HealthVerdict.UNKNOWN  # a rule of the CR cannot be judged from what is exported
     elif found.warns:
         verdict = HealthVerdict.WARN
     else:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from lossgate.core.decision import DecisionKind
+from lossgate.core.health import EXPORTER_OUTDATED
 from lossgate.core.verdicts import HealthVerdict
 from lossgate.model.conditions import Condition, ConditionStatus, ConditionType, Reason, set_condition
 from lossgate.model.status import TERMINAL_PHASES, Phase
@@ -45,6 +46,10 @@ def _training_healthy(f: TickFacts) -> tuple[ConditionStatus, str, str]:
             Reason.HEALTH_GATE_DISABLED,
             "no spec.canary.trainingRun, or analysis.gradientHealth.enabled is false",
         )
+    if f.health is not HealthVerdict.FAIL and EXPORTER_OUTDATED in f.health_message:
+        # the verdict stands, but the gate saw only sampled steps: say so and what to upgrade
+        status = U if f.health is HealthVerdict.UNKNOWN else T
+        return status, Reason.EXPORTER_OUTDATED, f.health_message
     if f.health is HealthVerdict.PASS:
         return T, Reason.TRAINING_HEALTH_PASSED, f.health_message
     if f.health is HealthVerdict.WARN:

@@ -1,6 +1,8 @@
 """lossgate.instrument: helpers for model servers and training jobs to export what the operator reads.
 
-Independent of the operator (import-linter checks it): depends on prometheus_client and numpy only.
+Independent of the operator (import-linter checks it): depends on prometheus_client and numpy only;
+the framework hooks (lossgate.instrument.hooks.*, the `lossgate[torch]` extra) import torch, and only
+when imported themselves.
 See docs/metrics.md for metric names, labels, buckets and the PromQL the operator runs.
 """
 

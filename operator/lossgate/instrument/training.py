@@ -7,6 +7,8 @@
     exporter.on_validation(val_loss)
 
 A scrape (or push) always sees one consistent step: step, loss and gradient norm are read together.
+Besides the latest-step gauges (for display), every step feeds lossgate.instrument.step_stats, whose
+cumulative counts (counters and histograms, docs/metrics.md) let the operator's gate see every step.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from prometheus_client import CollectorRegistry, push_to_gateway, start_http_ser
 from prometheus_client.exposition import delete_from_gateway
 from prometheus_client.metrics_core import Metric
 
+from lossgate.instrument.step_stats import GateSettings, StepCounts, StepStats
+from lossgate.instrument.training_families import count_families
+
 TRAINING_METRICS = (
     "training_loss",
     "training_grad_norm",
@@ -28,6 +33,7 @@ TRAINING_METRICS = (
     "training_nonfinite_steps_total",
     "training_loss_scale",
     "validation_loss",
+    "training_steps_total",  # the counted form (step_stats): its presence tells the operator
 )
 
 
@@ -40,6 +46,7 @@ class _State:
     nonfinite: int = 0
     steps: int = 0
     validation: float | None = None
+    counts: StepCounts | None = None
 
 
 class TrainingExporter:
@@ -61,6 +68,7 @@ class TrainingExporter:
         *,
         push_interval_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        settings: GateSettings | None = None,
     ) -> None:
         self.run = str(run)
         self.rank = str(rank)
@@ -69,6 +77,7 @@ class TrainingExporter:
         self._clock = clock
         self._lock = threading.Lock()
         self._s = _State()
+        self.stats = StepStats(settings)
         self._gateway: tuple[str, str, float] | None = None
         self._last_push = -math.inf
         self.registry.register(self)
@@ -84,20 +93,25 @@ class TrainingExporter:
         grad_norm: float,
         loss_scale: float | None = None,
         nonfinite: bool = False,
+        skipped: bool = False,
     ) -> bool:
         """Record one optimizer step; returns True when it was non-finite (NaN/Inf loss or gradients).
 
-        Pass nonfinite=True when your framework already knows the gradients overflowed (e.g. an AMP
-        scaler skipped the step). Pushes to the gateway when one is set and push_interval_s has passed.
+        Pass nonfinite=True when your framework already knows the gradients overflowed, and
+        skipped=True when the optimizer step was not applied (an AMP GradScaler found inf/NaN): a
+        skipped step counts as non-finite and as skipped, and only applied non-finite steps fail the
+        gate. Pushes to the gateway when one is set and push_interval_s has passed.
         """
-        bad = nonfinite or not (math.isfinite(float(loss)) and math.isfinite(float(grad_norm)))
+        bad = nonfinite or skipped or not (math.isfinite(float(loss)) and math.isfinite(float(grad_norm)))
+        scale = None if loss_scale is None else float(loss_scale)
         with self._lock:
             s = self._s
             s.step, s.loss, s.grad_norm = float(step), float(loss), float(grad_norm)
-            if loss_scale is not None:
-                s.loss_scale = float(loss_scale)
+            if scale is not None:
+                s.loss_scale = scale
             s.nonfinite += int(bad)
             s.steps += 1
+            self.stats.update(s.step, s.loss, s.grad_norm, scale, bad, skipped)
         self._maybe_push()
         return bad
 
@@ -145,11 +159,13 @@ class TrainingExporter:
 
     # prometheus_client collector protocol ---------------------------------------------------------
     def describe(self) -> list[Metric]:
-        return list(self._families(_State(loss_scale=1.0, validation=0.0), with_samples=False))
+        empty = _State(loss_scale=1.0, validation=0.0, counts=self.stats.counts)
+        return list(self._families(empty, with_samples=False))
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             snap = _State(**vars(self._s))
+            snap.counts = self.stats.counts  # a copy
         if snap.steps == 0 and snap.validation is None:
             return  # nothing observed yet: export nothing rather than NaN gauges
         yield from self._families(snap, with_samples=snap.steps > 0)
@@ -174,6 +190,8 @@ class TrainingExporter:
             if with_samples:
                 ls.add_sample("training_loss_scale", lab, s.loss_scale)
             yield ls
+        if s.counts is not None:
+            yield from count_families(s.counts, self.stats, lab, with_samples)
         if s.validation is not None:
             val = Metric("validation_loss", "Validation loss of the latest evaluation.", "gauge")
             val.add_sample("validation_loss", lab, s.validation)

@@ -78,6 +78,7 @@ class Reason(StrEnum):
     LABEL_DELAY_WITHIN_STEP = "LabelDelayWithinStep"
     LABEL_DELAY_EXCEEDS_STEP = "LabelDelayExceedsStep"
     LABEL_COVERAGE_IMBALANCED = "LabelCoverageImbalanced"  # hold: one arm's labels arrive faster
+    EXPORTER_OUTDATED = "ExporterOutdated"  # gauge-only training exporter: the gate sees sampled steps
     # Router
     WEIGHT_DRIFT = "WeightDrift"
     # Reconciler-owned (SpecValid / RouterReady); router problem kinds from lossgate.ports are reasons too.

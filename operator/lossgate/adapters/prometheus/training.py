@@ -1,7 +1,9 @@
 """Training-health series of one run, per rank, over a lookback (range queries at the caller's step).
 
 Each rank's gauges are sampled on the query grid and collapsed to one row per training step (the
-latest sample of that step), so `RankSeries` is aligned by step. NaN and +-Inf are kept: a non-finite
+latest sample of that step), so `RankSeries` is aligned by step (for display, and for the gate when
+the exporter is an old, gauge-only one). The counted series, every step exact, come from
+training_counts.py. NaN and +-Inf are kept: a non-finite
 loss or gradient norm is exactly what the health gate looks for.
 """
 
@@ -13,6 +15,7 @@ from typing import Any
 
 from lossgate.adapters.prometheus import promql
 from lossgate.adapters.prometheus.client import PromClient
+from lossgate.adapters.prometheus.training_counts import CountsReader
 from lossgate.core.evidence import Problem, RankSeries, TrainingRun
 from lossgate.ports import MetricsErrorKind
 
@@ -23,6 +26,7 @@ _NAN = math.nan
 class TrainingReader:
     def __init__(self, client: PromClient) -> None:
         self.client = client
+        self.counts = CountsReader(client)
 
     def read(
         self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float
@@ -53,6 +57,7 @@ class TrainingReader:
         ranks = sorted(set(data["loss"]) | set(data["grad_norm"]), key=_rank_order)
         series = tuple(_rank_series(rank, {name: d.get(rank) for name, d in data.items()}) for rank in ranks)
         range_ms = round((end_s - start_s) * 1000)
+        counts = self.counts.read(run, start_s, end_s)  # every step, exact; () from an old exporter
         return TrainingRun(
             run=run,
             ranks=series,
@@ -61,6 +66,8 @@ class TrainingReader:
             if baseline_run
             else None,
             fp16=any(r.loss_scale for r in series),
+            counts=counts,
+            exporter_outdated=not counts,
         )
 
     def _validation(self, run: str, range_ms: int, at_s: float) -> float | None:
