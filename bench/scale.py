@@ -272,11 +272,10 @@ class Stack:
         self.training_runs = [f"bench-train-{j}" for j in range(k)]
         log(f"backfilling {k} training runs (400 steps, 2 ranks each) ...")
         end = time.time() - 30
-        text = "".join(
-            openmetrics(train(run, steps=400, seed=j), end).replace("# EOF\n", "")
-            for j, run in enumerate(self.training_runs)
-        )
-        self.prometheus.backfill(merge_families(text))
+        # One backfill per run: the exporter's families (a counter family and its `_total` samples
+        # beside the per-step families) do not survive being merged family by family across runs.
+        for j, run in enumerate(self.training_runs):
+            self.prometheus.backfill(openmetrics(train(run, steps=400, seed=j), end))
 
     def child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         c = Child(name, argv, self.workdir / f"{name}.log", env=env, cwd=self.workdir)
@@ -377,20 +376,6 @@ class Stack:
 
     def prom_metrics(self) -> list[Any]:
         return scrape(f"{self.prometheus.url}/metrics", PROM_PREFIXES)
-
-
-def merge_families(text: str) -> str:
-    """One block per metric family, as OpenMetrics wants (runs are concatenated family by family)."""
-    families: dict[str, list[str]] = {}
-    current = ""
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            current = line
-            families.setdefault(current, [])
-        elif line and not line.startswith("#"):
-            families[current].append(line)
-    out = [line for head, lines in families.items() for line in (head, *lines)]
-    return "\n".join([*out, "# EOF"]) + "\n"
 
 
 def log(msg: str) -> None:
