@@ -32,8 +32,13 @@ class Pools:
         self._pools: dict[bool, ThreadPoolExecutor] = {}
 
     def configure(self, routine: int) -> None:
-        """Set the routine pool's size; takes effect for a pool not made yet (call at start-up)."""
+        """Set the routine pool's size (at start-up). A pool of another size already made is retired:
+        calls queued on it finish there, new calls go to a pool of the new size."""
         self.sizes[False] = max(1, routine)
+        old = self._pools.get(False)
+        if old is not None and old._max_workers != self.sizes[False]:
+            del self._pools[False]
+            old.shutdown(wait=False)
 
     def pool(self, urgent: bool) -> ThreadPoolExecutor:
         if urgent not in self._pools:

@@ -60,7 +60,7 @@ class RolloutObjects:
     """Writes on one ModelRollout (and reads of what it references), through a kubernetes ApiClient.
 
     Blocking, and every call carries REQUEST_TIMEOUT (a hung API server is Unavailable, never a stuck
-    tick): call it through asyncio.to_thread from the event loop.
+    tick): call it through a thread (reconcile/threads.py) from the event loop.
     """
 
     def __init__(self, api_client: client.ApiClient) -> None:
