@@ -90,7 +90,12 @@ def test_operator_killed_mid_step_resumes_at_the_same_step(
     # Then it continues the judge's state from status: a few looks on, the state equals the full
     # recompute over every interval since the start, read back from Prometheus now
     looks = int((before.get("judgeState") or {}).get("looks") or 0)
-    wait_until(lambda: _looks(stack, namespace) >= looks + 3, 60, "the judge to go on after the restart")
+    wait_until(
+        lambda: _looks(stack, namespace) >= looks + 3,
+        60,
+        "the judge to go on after the restart",
+        stack.operator,
+    )
     _assert_state_is_the_full_recompute(stack, namespace)
     # And from status alone: same step starts, no restart, and it finishes the rollout
     got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=240)

@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 import numpy as np
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from lossgate.core.evidence import ArmStats, IntervalStats
@@ -161,12 +161,23 @@ def test_regression_is_never_turned_into_not_worse_by_more_data(
     assert later.verdict is LossVerdict.REGRESSION
 
 
+def _drifted() -> list[IntervalStats]:
+    """A canary better than the baseline early, much worse later: its one-sided bounds cross."""
+    empty = ArmStats(0.0, 0.0, 0.0, 0.0)
+    out = [IntervalStats(30.0 * k, 30.0 * (k + 1), empty, empty, None) for k in range(15)]
+    early, late = ArmStats(904, 791, 1596.125, 0), ArmStats(193, 289.5, 434.25, 0)
+    out[8] = IntervalStats(240.0, 270.0, ArmStats(2383, 2383, 2383, 0), early, None)
+    out[14] = IntervalStats(420.0, 450.0, ArmStats(1858, 1858, 1858, 0), late, None)
+    return out
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.one_of(intervals_strategy(min_size=1), intervals_strategy(min_size=3, dense=True)),
     st.floats(-0.3, 1.0),
     st.sampled_from([CFG, JudgeConfig(relative_margin=0.02, min_samples_before_rollback=0)]),
 )
+@example(_drifted(), 0.0, CFG)  # once shown as a point at the bounds' midpoint, below the margin
 def test_the_interval_shown_agrees_with_the_verdict(
     intervals: list[IntervalStats], worse_by: float, cfg: JudgeConfig
 ) -> None:
@@ -253,3 +264,16 @@ def test_splitting_an_interval_in_two_at_the_same_split_changes_little(
     half_c = n_total * p / 2
     share = half_c / (prefix_looks * n_total * p + PRIOR_SAMPLES)
     assert math.isclose(a.information, b.information, rel_tol=share)
+
+
+def test_crossed_bounds_show_the_verdicts_end_and_say_so() -> None:
+    # Given a canary better than the baseline early and much worse later (the bounds cross)
+    history = _drifted()
+    # When it is evaluated
+    r = evaluate(history, CFG)
+    # Then it is a regression shown as a point at the lower bound (above the margin), and the reason
+    # says the difference changed during the rollout
+    assert r.verdict is LossVerdict.REGRESSION
+    assert r.cs_low == r.cs_high
+    assert r.cs_low >= r.margin
+    assert "the bounds crossed" in r.reason

@@ -57,9 +57,7 @@ def report(
     decided: LossVerdict | None, at: ReportedLook, last: LatestLook, config: JudgeConfig
 ) -> JudgeResult:
     """The JudgeResult for a history whose verdict so far is `decided` (None: not decided)."""
-    cs_low, cs_high = at.cs_low, at.cs_high
-    if cs_low > cs_high:  # the two one-sided bounds crossed (chance <= alpha_r + alpha_p): a point
-        cs_low = cs_high = 0.5 * (cs_low + cs_high)
+    cs_low, cs_high = _shown_interval(decided, at.cs_low, at.cs_high)
     mean_b = at.sum_b / at.n_b if at.n_b > 0 else 0.0
     mean_c = at.sum_c / at.n_c if at.n_c > 0 else 0.0
     if decided is not None:
@@ -73,10 +71,12 @@ def report(
     if verdict in (LossVerdict.UNDECIDED, LossVerdict.INSUFFICIENT_DATA):
         samples_needed = _samples_needed(last, config)
 
+    crossed = at.cs_low > at.cs_high
+    drifted = "; the bounds crossed: the difference changed during the rollout" if crossed else ""
     numbers = (
         f"canary {mean_c:.4f} vs baseline {mean_b:.4f}: {at.theta:+.4f} nats "
-        f"({100.0 * config.cs_level:.0f}% CS [{cs_low:+.4f}, {cs_high:+.4f}]), margin {at.margin:.4f}, "
-        f"{at.n_c:.0f} canary samples"
+        f"({100.0 * config.cs_level:.0f}% CS [{cs_low:+.4f}, {cs_high:+.4f}]{drifted}), "
+        f"margin {at.margin:.4f}, {at.n_c:.0f} canary samples"
     )
     where = f" at look {at.look + 1}" if at.look != last.looks - 1 else ""
     if at.crossed != at.look:
@@ -115,6 +115,21 @@ def report(
         dropped=last.dropped,
         decided_look=at.look,
     )
+
+
+def _shown_interval(decided: LossVerdict | None, low: float, high: float) -> tuple[float, float]:
+    """The interval to show. When the two one-sided bounds have crossed (their running intersection is
+    empty: under a constant difference, a chance of at most alpha_rollback + alpha_promote; in
+    practice the difference drifted), it is a point at the end the verdict reads off, so a regression
+    is never shown beside an interval containing the margin nor a promotion beside one above it."""
+    if low <= high:
+        return low, high
+    if decided is LossVerdict.REGRESSION:
+        return low, low
+    if decided is LossVerdict.NOT_WORSE:
+        return high, high
+    mid = 0.5 * (low + high)
+    return mid, mid
 
 
 def _reason(
