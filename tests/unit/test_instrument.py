@@ -25,6 +25,8 @@ from lossgate.instrument import (
     log_probs,
 )
 from lossgate.instrument.buckets import validate_buckets
+from lossgate.instrument.step_stats import GateSettings
+from lossgate.instrument.training import FOLD_STEPS
 
 
 def _sample(reg: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -232,3 +234,24 @@ def test_training_exporter_detects_nonfinite_steps_itself() -> None:
     assert reg.get_sample_value("training_loss_scale", lab) == 1024.0
     assert reg.get_sample_value("validation_loss", lab) == 0.55
     assert 'training_loss{rank="0",run="run-1"} NaN' not in generate_latest(reg).decode()
+
+
+def test_a_scrape_sees_every_step_although_steps_are_folded_in_batches() -> None:
+    # Given an exporter on a frozen clock (no time-based fold) and settings with a short warm-up
+    ex = TrainingExporter("run-2", 1, clock=lambda: 100.0, settings=GateSettings(window=20, min_history=5,
+                                                                                warmup_steps=3))  # fmt: skip
+    lab = {"run": "run-2", "rank": "1"}
+    # When fewer steps than one batch are recorded (so none was folded by count)
+    steps = FOLD_STEPS // 2
+    for k in range(1, steps + 1):
+        ex.on_step(k, 1.0 + 0.01 * (k % 3), 2.0 + 0.01 * (k % 5))
+    assert len(ex._pending) == steps  # nothing folded yet
+    # Then a scrape folds them first: every post-warm-up step is in the counted series
+    assert ex.registry.get_sample_value("training_steps_total", lab) == steps
+    assert ex.registry.get_sample_value("training_assessed_steps_total", lab) == steps - 2 - 5
+    assert not ex._pending
+    # And a whole batch folds on its own, without a scrape
+    for k in range(steps + 1, steps + 1 + FOLD_STEPS):
+        ex.on_step(k, 1.0, 2.0)
+    assert len(ex._pending) == 0
+    assert ex.stats.counts.steps == steps + FOLD_STEPS

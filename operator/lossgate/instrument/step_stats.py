@@ -78,12 +78,17 @@ class GateSettings:
 
 
 class TrailingRobust:
-    """The trailing median / robust scale of one log series, as core.health_rules.trailing_robust."""
+    """The trailing median / robust scale of one log series, as core.health_rules.trailing_robust.
+
+    The history is a ring buffer (a median does not care about order) and a refresh is two partitions,
+    so a step costs about a microsecond: this runs inside the training loop."""
 
     def __init__(self, window: int, min_history: int, scale_floor: float) -> None:
         self.window, self.min_history, self.scale_floor = window, min_history, scale_floor
         self.stride = max(1, window // 30)
-        self.history: deque[float] = deque(maxlen=window)
+        self._ring = np.empty(window, dtype=np.float64)
+        self._size = 0  # values held (at most window)
+        self._nans = 0  # NaN values held
         self.index = 0
         self.median = math.nan
         self.scale = math.nan
@@ -92,19 +97,38 @@ class TrailingRobust:
         """The (median, scale) that judge `value`, then `value` joins the history."""
         if self.index % self.stride == 0:
             self._refresh()
+        slot = self.index % self.window
+        if self._size == self.window:
+            self._nans -= math.isnan(self._ring[slot])
+        else:
+            self._size += 1
+        self._ring[slot] = value
+        self._nans += math.isnan(value)
         self.index += 1
-        self.history.append(value)
         return self.median, self.scale
 
     def _refresh(self) -> None:
-        arr = np.fromiter(self.history, dtype=np.float64, count=len(self.history))
-        arr = arr[~np.isnan(arr)]
-        if len(arr) < self.min_history:
+        if self._size - self._nans < self.min_history:
             self.median = self.scale = math.nan
             return
-        med = float(np.median(arr))
+        arr = self._ring[: self._size]
+        if self._nans:
+            arr = arr[~np.isnan(arr)]
+        med = _median(arr.copy())
         self.median = med
-        self.scale = max(MAD_TO_SD * float(np.median(np.abs(arr - med))), self.scale_floor)
+        self.scale = max(MAD_TO_SD * _median(np.abs(arr - med)), self.scale_floor)
+
+
+def _median(work: np.ndarray) -> float:
+    """np.median's value (the mean of the two middle values for an even count), by partitioning `work`
+    in place: several times cheaper than np.median on a few hundred values."""
+    n = len(work)
+    half = n // 2
+    if n % 2:
+        work.partition(half)
+        return float(work[half])
+    work.partition((half - 1, half))
+    return float((work[half - 1] + work[half]) / 2.0)
 
 
 def safe_log(x: float) -> float:

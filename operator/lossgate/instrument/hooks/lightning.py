@@ -4,11 +4,11 @@
     exporter.serve(9100)                                               # or exporter.push_to(gateway)
     trainer = L.Trainer(..., callbacks=[LossgateCallback(exporter)])
 
-- Gradient norm: under DDP the callback registers lossgate's communication hook (wrapping the plain
-  all-reduce) when the strategy has none of its own, and exports each rank's local norm, read before
-  the all-reduce and divided by the AMP loss scale. Otherwise (single device, a strategy with its own
-  hook, FSDP) it takes the norm of the gradients in `on_before_optimizer_step`, which Lightning calls
-  after unscaling them (16-mixed): post-all-reduce, so equal on all ranks.
+- Gradient norm: under DDP the callback watches the DDP model's gradients (LocalGradNorm: any
+  communication hook of the strategy still applies) and exports each rank's local norm, read before
+  the all-reduce and divided by the AMP loss scale. Otherwise (single device, FSDP) it takes the norm
+  of the gradients in `on_before_optimizer_step`, which Lightning calls after unscaling them
+  (16-mixed): post-all-reduce, so equal on all ranks.
 - Loss: the raw value returned by training_step (`outputs["loss"]`), NaN included, averaged over the
   batches of one optimizer step (gradient accumulation).
 - fp16: the precision plugin's GradScaler gives the loss scale and the skipped steps.
@@ -52,8 +52,7 @@ class LossgateCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         model = trainer.strategy.model
-        own_hook = getattr(trainer.strategy, "_ddp_comm_hook", None) is not None
-        if self.local_norm and isinstance(model, DistributedDataParallel) and not own_hook:
+        if self.local_norm and isinstance(model, DistributedDataParallel):
             self.norm = LocalGradNorm.register(model)
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if isinstance(scaler, torch.amp.GradScaler):
