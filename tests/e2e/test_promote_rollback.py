@@ -9,13 +9,20 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from lossgate_dev.demo.stack import Stack
+from lossgate_dev.devenv.procs import wait_until
 from tests.e2e.conftest import TERMINAL, Launch, history
 
 
 def test_good_canary_is_promoted(stack: Stack, namespace: str, launch: Launch) -> None:
     # Given a baseline and a better canary (less regularised) serving real predictions, healthy training
     launch("good")
-    # When the rollout runs
+    # When the rollout runs: while it progresses, the operator exports the judge's numbers
+    wait_until(
+        lambda: _operator_metrics(stack).get(("lossgate_judge_samples", "canary"), 0) > 0,
+        120,
+        "the judge's canary samples on the operator's /metrics",
+        stack.operator,
+    )
     got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=240)
     trail = history(stack, namespace)
     print(trail)
@@ -37,6 +44,9 @@ def test_good_canary_is_promoted(stack: Stack, namespace: str, launch: Launch) -
     assert metrics[("lossgate_decisions_total", "Advance")] == 2
     assert metrics[("lossgate_decisions_total", "Promote")] == 1
     assert metrics[("lossgate_rollouts", "Promoted")] == 1
+    # And a finished rollout keeps only the time of its last tick, not stale judge numbers
+    assert ("lossgate_judge_delta_nats", "") not in metrics
+    assert metrics[("lossgate_last_analysis_timestamp_seconds", "")] > 0
 
 
 def test_worse_canary_is_rolled_back_with_the_numbers(stack: Stack, namespace: str, launch: Launch) -> None:
@@ -88,12 +98,12 @@ def test_nonfinite_training_run_blocks_before_traffic_moves(
 
 
 def _operator_metrics(stack: Stack) -> dict[tuple[str, str], float]:
-    """The operator's /metrics, keyed by (sample name, decision kind or phase), summed over the rest."""
+    """The operator's /metrics, keyed by (sample name, decision kind, phase or arm), summed over the rest."""
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.operator_metrics_port}/metrics", timeout=5) as r:
         text = r.read().decode()
     out: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            key = (s.name, s.labels.get("kind") or s.labels.get("phase") or "")
+            key = (s.name, s.labels.get("kind") or s.labels.get("phase") or s.labels.get("arm") or "")
             out[key] = out.get(key, 0.0) + s.value
     return out

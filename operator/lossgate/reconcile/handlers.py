@@ -112,6 +112,8 @@ async def wake_on_change(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     uid = str(body.get("metadata", {}).get("uid") or "")
     if event.get("type") == "DELETED":
         deps.wakeups.forget(uid)
+        meta = body.get("metadata", {})
+        deps.telemetry.forget(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
     else:
         deps.wakeups.saw(uid, body)
 

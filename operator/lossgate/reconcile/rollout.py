@@ -86,6 +86,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         await to_thread(deps.objects.remove_annotations, ns, name, [annotation])
 
     _telemetry(deps, ns, name, decision, judged.metrics_problem, time.monotonic() - t0)
+    deps.telemetry.rollout.record(ns, name, spec, decision.status, now)
     return decision.requeue_after
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from lossgate.reconcile.rollout_gauges import RolloutGauges
 
 PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Failed")
 
@@ -63,7 +66,15 @@ class OperatorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
             registry=self.registry,
         )
+        self.rollout = RolloutGauges(self.registry)
         self._phase_of: dict[tuple[str, str], str] = {}
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The rollout was deleted: drop its series."""
+        self.set_phase(namespace, name, None)
+        self.rollout.forget(namespace, name)
+        with contextlib.suppress(KeyError):  # never set
+            self.canary_weight.remove(namespace, name)
 
     def watch_ticks(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
         """Read the tick gate's counts at each scrape."""
