@@ -24,6 +24,7 @@ from lossgate_dev.devenv.thirdparty import (
     install_crds,
     load_gateway_api_crds,
     load_istio_crds,
+    load_prometheus_operator_crds,
     load_pytorchjob_crd,
 )
 from tests.infra.kube_fixtures import Kube
@@ -70,5 +71,13 @@ def istio_crds(kube: Kube) -> list[Manifest]:
 def pytorchjob_crd(kube: Kube) -> list[Manifest]:
     """Kubeflow's PyTorchJob CRD, installed in the session's API server."""
     crds = load_pytorchjob_crd()
+    install_crds(kube.api_client, crds)
+    return crds
+
+
+@pytest.fixture(scope="session")
+def prometheus_operator_crds(kube: Kube) -> list[Manifest]:
+    """The Prometheus Operator's PrometheusRule, ServiceMonitor and PodMonitor CRDs, installed."""
+    crds = load_prometheus_operator_crds()
     install_crds(kube.api_client, crds)
     return crds

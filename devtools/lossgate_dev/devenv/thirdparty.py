@@ -27,6 +27,12 @@ ISTIO_API_MODULE, ISTIO_API_VERSION = "istio.io/api", "v1.31.1"
 # Kubeflow's training operator (PyTorchJob): examples/training/pytorchjob.yaml is dry-run against it.
 KUBEFLOW_TRAINING_MODULE, KUBEFLOW_TRAINING_VERSION = "github.com/kubeflow/training-operator", "v1.9.3"
 
+# The Prometheus Operator's CRDs (PrometheusRule, ServiceMonitor, PodMonitor): the chart's objects for it.
+PROMETHEUS_OPERATOR_MODULE, PROMETHEUS_OPERATOR_VERSION = (
+    "github.com/prometheus-operator/prometheus-operator",
+    "v0.85.0",
+)
+
 Manifest = dict[str, Any]
 
 
@@ -115,6 +121,21 @@ def load_pytorchjob_crd() -> list[Manifest]:
     crds = _crds_in([path])
     if not any(c["spec"]["names"]["kind"] == "PyTorchJob" for c in crds):
         raise RuntimeError(f"no PyTorchJob CRD in {path}")
+    return crds
+
+
+def load_prometheus_operator_crds(
+    plurals: tuple[str, ...] = ("prometheusrules", "servicemonitors", "podmonitors"),
+) -> list[Manifest]:
+    """monitoring.coreos.com CRDs from the Prometheus Operator's module (its example/ directory)."""
+    crd_dir = (
+        go_module_dir(PROMETHEUS_OPERATOR_MODULE, PROMETHEUS_OPERATOR_VERSION)
+        / "example"
+        / "prometheus-operator-crd"
+    )
+    crds = _crds_in([crd_dir / f"monitoring.coreos.com_{p}.yaml" for p in plurals])
+    if {c["spec"]["names"]["plural"] for c in crds} != set(plurals):
+        raise RuntimeError(f"missing Prometheus Operator CRDs in {crd_dir}")
     return crds
 
 

@@ -27,6 +27,7 @@ from lossgate.reconcile.deps import Deps
 from lossgate.reconcile.observe import gather
 from lossgate.reconcile.spec_check import check_spec
 from lossgate.reconcile.status_io import UnreadableStatus, needs_write, status_of, wire
+from lossgate.reconcile.telemetry import ALERTED_KINDS
 from lossgate.reconcile.threads import to_thread
 from lossgate.reconcile.trouble import UNREADABLE_RECHECK, report_trouble, unreadable_message
 
@@ -180,6 +181,8 @@ def _telemetry(
     t = deps.telemetry
     t.analysis_seconds.observe(seconds)
     t.decisions.labels(ns, name, decision.kind.value).inc()
+    for kind in ALERTED_KINDS:  # exported at 0 first, so the first one is an increase alerts can see
+        t.decisions.labels(ns, name, kind)
     t.set_phase(ns, name, decision.status.phase.value)
     t.canary_weight.labels(ns, name).set(decision.status.canary_weight)
     if metrics_problem is not None:

@@ -7,8 +7,11 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from lossgate.core.decision import DecisionKind
 from lossgate.reconcile.rollout_gauges import RolloutGauges
 
+# Decision kinds exported at 0 from a rollout's first tick: alerts take their increase.
+ALERTED_KINDS = (DecisionKind.ROLLBACK.value, DecisionKind.PROMOTE.value)
 PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Failed")
 
 
@@ -75,6 +78,9 @@ class OperatorMetrics:
         self.rollout.forget(namespace, name)
         with contextlib.suppress(KeyError):  # never set
             self.canary_weight.remove(namespace, name)
+        for kind in DecisionKind:
+            with contextlib.suppress(KeyError):
+                self.decisions.remove(namespace, name, kind.value)
 
     def watch_ticks(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
         """Read the tick gate's counts at each scrape."""
