@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -239,7 +239,11 @@ def decode(numbers: Mapping[str, Sequence[float]]) -> CheckFold:
             raise CorruptCheckState("wrong number of running sums")
         cs = [float(x) for x in numbers["cs"]]
         weight = [float(x) for x in numbers["lastWeight"]]
-        diff = replace(DiffStart(), **dict(zip(_SCALARS, sums, strict=True)), **grids)
+        n_b, s_b, n_c, s_c, info, wsum, log_p_reg, log_p_nw = sums
+        diff = DiffStart(
+            n_b, s_b, n_c, s_c, info, wsum, grids["reg_a"], grids["reg_c"], grids["nw_a"], grids["nw_c"],
+            log_p_reg, log_p_nw,
+        )  # fmt: skip
         return CheckFold(
             looks=looks,
             dropped=dropped,
