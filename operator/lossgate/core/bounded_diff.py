@@ -125,7 +125,8 @@ def _grid_log_e(a: FloatArray, c: FloatArray, direction: int, delta: float | Flo
     w = np.asarray(GRID_LOG_WEIGHTS).reshape((-1,) + (1,) * (a.ndim - 1))
     terms = w + a - direction * np.asarray(delta) * c
     top = terms.max(axis=0)
-    out: FloatArray = top + np.log(np.exp(terms - top).sum(axis=0))
+    # Summed row by row (not pairwise): the same at every look whatever the number of looks.
+    out: FloatArray = top + np.log(np.add.accumulate(np.exp(terms - top), axis=0)[-1])
     return out
 
 
