@@ -44,3 +44,35 @@ def test_detail_shows_each_check_with_its_numbers() -> None:
         assert text in row, (text, row)
     rare = next(line for line in out.splitlines() if line.startswith("rare"))
     assert "(unjudged)" in rare
+
+
+def test_request_metrics_count_codes_and_time_requests() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from lossgate.instrument import RequestMetrics
+
+    # Given request metrics on a fresh registry
+    registry = CollectorRegistry()
+    m = RequestMetrics(registry)
+    labels = {"model": "m", "version": "v2"}
+    # When one request succeeds, one fails with an exception and one sets its own 503 before failing
+    with m.timed(**labels):
+        pass
+    for code in ("200", "503"):
+        try:
+            with m.timed(**labels) as call:
+                call.code = code
+                raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+
+    # Then the counters carry the codes the guardrail reads, and the histogram counts every request
+    def value(name: str, **extra: str) -> float:
+        got = registry.get_sample_value(name, labels | extra)
+        return 0.0 if got is None else got
+
+    assert value("http_requests_total", code="200") == 1
+    assert value("http_requests_total", code="500") == 1
+    assert value("http_requests_total", code="503") == 1
+    assert value("http_request_duration_seconds_count") == 3
+    assert value("http_request_duration_seconds_bucket", le="0.05") == 3

@@ -1,9 +1,10 @@
 """`lossgate-demo` / `make demo`: real rollouts on a local control plane, start to summary.
 
-Three scenarios run side by side, each in its own namespace with its own pair of model servers:
+Four scenarios run side by side, each in its own namespace with its own pair of model servers:
   good       a canary that really is better (less regularised) -> Promoted
   bad        a canary trained on 30% noisy labels               -> RolledBack, with the numbers
   nonfinite  a canary whose training run went NaN               -> Failed before any traffic moves
+  slow       the better model answering 60 ms slower            -> RolledBack by the latency guardrail
 Exit code 0 only when every scenario ends as expected.
 """
 
@@ -26,6 +27,7 @@ SCENARIOS = {
     "good": Scenario("digits-good", "good"),
     "bad": Scenario("digits-bad", "bad"),
     "nonfinite": Scenario("digits-nonfinite", "good", nan_at=300),
+    "slow": Scenario("digits-slow", "slow"),
 }
 TIMEOUT_S = 420.0
 
@@ -172,12 +174,14 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lossgate-demo", description="local control plane, Prometheus, real models, rollouts"
     )
-    parser.add_argument("--scenario", action="append", choices=("good", "bad", "nonfinite"), default=[])
+    parser.add_argument(
+        "--scenario", action="append", choices=("good", "bad", "nonfinite", "slow"), default=[]
+    )
     parser.add_argument(
         "--keep", action="store_true", help="leave the servers running until Ctrl-C at the end"
     )
     args = parser.parse_args(argv)
-    return main(args.scenario or ["good", "bad", "nonfinite"], keep=args.keep)
+    return main(args.scenario or ["good", "bad", "nonfinite", "slow"], keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,19 @@ from lossgate_dev.demo.driver import TrafficDriver
 from lossgate_dev.demo.models import traffic
 from lossgate_dev.demo.stack import Stack
 
-EXPECTED = {"good": "Promoted", "bad": "RolledBack", "nonfinite": "Failed"}
+EXPECTED = {"good": "Promoted", "bad": "RolledBack", "nonfinite": "Failed", "slow": "RolledBack"}
+# The `slow` scenario's guardrails: requests slower than 50 ms (the baseline answers in about 1 ms)
+# may be at most 5 points more frequent, and server errors at most 2 points.
+GUARDRAILS = [
+    {"name": "latency-50ms", "latency": {"thresholdSeconds": 0.05}, "margin": 0.05},
+    {"name": "errors", "errorRate": {}, "margin": 0.02},
+]
 
 
 @dataclass
 class Scenario:
     name: str  # also the namespace, the model label, the route and the rollout name
-    canary_variant: str  # good | bad
+    canary_variant: str  # good | bad | slow
     nan_at: int | None = None  # the canary's training run diverges at this step
     rate: float = 60.0  # requests per second through the driver
     driver: TrafficDriver | None = field(default=None, repr=False)
@@ -68,6 +74,8 @@ class Scenario:
                 "onMetricsUnavailable": {"action": "Hold", "after": "60s"},
             },
         }
+        if self.canary_variant == "slow":
+            spec["analysis"]["guardrails"] = GUARDRAILS
         for key, value in overrides.items():
             spec[key] = value
         return {

@@ -60,12 +60,13 @@ class RequestMetrics:
 
     @contextmanager
     def timed(self, *, model: str, version: str) -> Iterator[Call]:
-        """Time the body; an exception counts as code 500 (and is re-raised)."""
+        """Time the body; an exception counts as code 500 unless the body set a 5xx (re-raised)."""
         call, t0 = Call(), time.perf_counter()
         try:
             yield call
         except BaseException:
-            call.code = "500"
+            if not call.code.startswith("5"):
+                call.code = "500"
             raise
         finally:
             self.observe(model=model, version=version, code=call.code, seconds=time.perf_counter() - t0)
