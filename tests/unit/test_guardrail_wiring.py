@@ -207,3 +207,15 @@ def test_checks_state_is_fixed_size_and_resumes_from_status() -> None:
         # Then each read after the first covers only the intervals closed since
         assert all(r.name == "errors" for r in metrics.guardrail_reads)
     assert sizes[0] == sizes[1]
+
+
+def test_per_class_without_class_series_still_reads_only_new_intervals() -> None:
+    # Given per-class loss enabled but no series with a class label
+    metrics = GuardedMetrics(classes={})
+    status = _run({"analysis.loss.perClass": {"enabled": True}}, metrics, ticks=20)
+    # Then the checks' state still moves on with every closed interval (each read stays short)
+    st = status.checks_state
+    assert st is not None
+    assert st.looks >= 17
+    assert status.checks == []
+    assert status.phase.value == "Progressing"

@@ -105,25 +105,28 @@ def judge_checks(
     classes: ClassChecks | None,
     read: Mapping[str, list[CountInterval] | Problem],
     class_read: dict[str, list[IntervalStats]] | Problem | None,
+    closed: int,
 ) -> ChecksJudged:
-    """Continue every check's fold with this tick's intervals (all or none) and report each."""
+    """Continue every check's fold with the `closed` intervals read this tick (all or none) and report
+    each. A read of another length than `closed` is not this window's: nothing advances."""
     problems = [p for p in read.values() if isinstance(p, Problem)]
     if isinstance(class_read, Problem):
         problems.append(class_read)
     folds, class_folds, unslotted = dict(plan.folds), dict(plan.class_folds), dict(plan.unslotted)
     looks = plan.looks
     lengths = {len(v) for v in read.values() if isinstance(v, list)}
-    if not problems and len(lengths) <= 1:
+    if isinstance(class_read, dict):
+        lengths |= {len(v) for v in class_read.values()}
+    if not problems and lengths <= {closed} and closed > 0:
         timeline = weight_timeline(status)
-        k = lengths.pop() if lengths else 0
         for g in guardrails:
             got = read.get(g.config.name)
             if isinstance(got, list) and got:
                 fold = folds.get(g.config.name, CheckFold())
                 folds[g.config.name] = guardrail.advance(fold, with_weights(got, timeline), g.config)
         if classes is not None and isinstance(class_read, dict):
-            k = _advance_classes(classes, class_read, class_folds, unslotted, timeline) or k
-        looks += k
+            _advance_classes(classes, class_read, class_folds, unslotted, timeline)
+        looks += closed
     out = [_guardrail_status(g, folds.get(g.config.name, CheckFold())) for g in guardrails]
     if classes is not None:
         out += [_class_status(name, fold, classes) for name, fold in sorted(class_folds.items())]
@@ -155,10 +158,9 @@ def _advance_classes(
     folds: dict[str, judge_fold.JudgeFold],
     unslotted: dict[str, float],
     timeline: list[tuple[float, int]],
-) -> int:
+) -> None:
     """Fold each slotted class's intervals; give free slots to new classes, largest first (a class
     first seen late starts its own fold then: its look numbers count from its first interval)."""
-    k = max((len(v) for v in read.values()), default=0)
     new = sorted((c for c in read if c not in folds), key=lambda c: -sum(iv.canary.n for iv in read[c]))
     for name in new:
         if len(folds) < classes.max_classes:
@@ -169,7 +171,6 @@ def _advance_classes(
         got = read.get(name)
         if got:
             folds[name] = judge_fold.advance(fold, with_weights(got, timeline), classes.config)
-    return k
 
 
 def _guardrail_status(g: GuardrailCheck, fold: CheckFold) -> CheckStatus:

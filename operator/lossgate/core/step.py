@@ -85,6 +85,7 @@ class Gathered:
     labels: LabelEvidence | Problem | None = None  # LOSSGATE_LABEL_CHECKS: the step's label evidence
     checks: Mapping[str, list[CountInterval] | Problem] = field(default_factory=dict)  # per guardrail
     classes: dict[str, list[IntervalStats]] | Problem | None = None  # the loss per class
+    checks_closed: int = 0  # intervals closed in the checks' read window
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,9 @@ def judge_tick(
     shown: tuple[CheckStatus, ...] = tuple(status.checks)
     checks_state = status.checks_state
     if checks is not None:
-        judged_checks = judge_checks(status, checks, guardrails, classes, got.checks, got.classes)
+        judged_checks = judge_checks(
+            status, checks, guardrails, classes, got.checks, got.classes, got.checks_closed
+        )
         shown, checks_state = tuple(judged_checks.checks), judged_checks.state
         if metrics_problem is None:  # a check's evidence missing holds like the loss's (onMetricsUnavailable)
             metrics_problem = judged_checks.problem

@@ -171,7 +171,7 @@ class PerClassLoss(ApiModel):
     max_classes: int = Field(
         default=8,
         ge=1,
-        le=64,
+        le=16,  # each slot keeps a judge's state (about 200 numbers) in status
         description="Classes judged (the largest first); each takes a share of alphaRollback.",
     )
     margin: float | None = Field(default=None, gt=0, le=14, description="Nats; default: the loss's margin.")

@@ -68,7 +68,7 @@ async def gather(
     checks_task = _checks(
         metrics, checks_plan if checks_on else None, guardrails, loss_ref, per_class, now - scrape_lag
     )
-    weights, (loss, probe), training, version, labels, (checks, classes) = await asyncio.gather(
+    weights, (loss, probe), training, version, labels, (checks, classes, closed) = await asyncio.gather(
         weights_task, loss_task, training_task, version_task, labels_task, checks_task
     )
     return Gathered(
@@ -82,6 +82,7 @@ async def gather(
         labels=labels,
         checks=checks,
         classes=classes,
+        checks_closed=closed,
     )
 
 
@@ -92,17 +93,20 @@ async def _checks(
     loss_ref: LossSeriesRef,
     per_class: bool,
     end: datetime,
-) -> tuple[dict[str, list[CountInterval] | Problem], dict[str, list[IntervalStats]] | Problem | None]:
-    """Every guardrail's and the classes' intervals closed since the checks' state ends (concurrently)."""
+) -> tuple[dict[str, list[CountInterval] | Problem], dict[str, list[IntervalStats]] | Problem | None, int]:
+    """Every guardrail's and the classes' intervals closed since the checks' state ends (concurrently),
+    and how many intervals closed (the looks the checks advance by, even when a class has no data)."""
     if plan is None or end <= plan.start:
-        return {}, None
+        return {}, None, 0
+    interval_ms = round(plan.interval_s * 1000)
+    closed = (round(end.timestamp() * 1000) - round(plan.start.timestamp() * 1000)) // interval_ms
     if isinstance(metrics, Problem):
-        return {g.name: metrics for g in guardrails}, metrics if per_class else None
+        return {g.name: metrics for g in guardrails}, metrics if per_class else None, closed
     reads = [read_guardrail(metrics, g, plan.start, end, plan.interval_s) for g in guardrails]
     got, classes = await asyncio.gather(
         asyncio.gather(*reads), _classes(metrics, plan, loss_ref, per_class, end)
     )
-    return {g.name: r for g, r in zip(guardrails, got, strict=True)}, classes
+    return {g.name: r for g, r in zip(guardrails, got, strict=True)}, classes, closed
 
 
 async def _classes(
