@@ -42,3 +42,32 @@ def test_slow_canary_with_better_loss_is_rolled_back_by_the_latency_guardrail(
     mine = [e for e in events if e.involved_object.kind == "ModelRollout" and e.reason == "CheckRegression"]
     assert len(mine) == 1
     assert "latency-50ms" in mine[0].message
+
+
+def test_canary_worse_on_one_class_is_rolled_back_by_the_per_class_judge(
+    stack: Stack, namespace: str, launch: Launch
+) -> None:
+    # Given a canary better on the pool (0.225 vs 0.241 nats held out) but trained with half of the
+    # digit-7 labels replaced at random (0.77 vs 0.12 nats on digit 7); each request carries its digit
+    # as the `class` label, and every digit is judged once it has 40 labelled canary samples
+    launch("classbad", rate=150.0)
+    # When the rollout runs
+    got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=300)
+    trail = history(stack, namespace)
+    print(trail)
+    # Then it is rolled back by the judge of class 7, not by the pooled judge
+    status = got["status"]
+    assert status["phase"] == "RolledBack", trail
+    rolled = condition(got, "RolledBack")
+    assert rolled["reason"] == "CheckRegression"
+    assert "classLoss check 7" in rolled["message"]
+    assert status["analysis"]["verdict"] != "Regression"
+    checks = {c["name"]: c for c in status["checks"]}
+    seven = checks["7"]
+    assert seven["verdict"] == "Regression"
+    assert seven["judged"] is True
+    assert seven["nCanary"] >= 40
+    assert seven["csLow"] > seven["margin"] > 0
+    assert seven["pRegression"] <= seven["alpha"] == 0.01 / 11  # pooled loss + 10 class slots
+    # And no other digit regressed: the canary is better or equal on each
+    assert [name for name, c in checks.items() if c["verdict"] == "Regression"] == ["7"]
