@@ -176,9 +176,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lossgate-demo", description="local control plane, Prometheus, real models, rollouts"
     )
-    parser.add_argument(
-        "--scenario", action="append", choices=("good", "bad", "nonfinite", "slow"), default=[]
-    )
+    parser.add_argument("--scenario", action="append", choices=tuple(SCENARIOS), default=[])
     parser.add_argument(
         "--keep", action="store_true", help="leave the servers running until Ctrl-C at the end"
     )
