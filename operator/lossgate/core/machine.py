@@ -238,9 +238,8 @@ class _Rules(TickBase):
             )
         failing = next((c for c in self.obs.checks if c.judged and c.verdict == LossVerdict.REGRESSION), None)
         if failing is not None:
-            return self._rollback(
-                Reason.CHECK_REGRESSION, f"{failing.kind} check {failing.name}: {failing.reason}"
-            )
+            why = f"{failing.kind} check {failing.name}: {failing.reason.split(': ', 1)[-1]}"
+            return self._rollback(Reason.CHECK_REGRESSION, why)
         expired = since is not None and self.now - since >= policy.after
         if unavailable and expired and since is not None and policy.action is UnavailableAction.ROLLBACK:
             what = "metrics" if not self.obs.metrics_available else "training metrics"
