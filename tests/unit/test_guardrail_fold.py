@@ -146,3 +146,39 @@ def test_family_split_and_combination() -> None:
     ok = combine([checks[0], checks[2]])
     assert ok.all_not_worse
     assert ok.pending == ()
+
+
+_COUNTS = st.lists(
+    st.tuples(st.integers(0, 500), st.integers(0, 500), st.integers(0, 500), st.integers(0, 500)),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=_COUNTS, margin=st.floats(0.001, 0.5), relative=st.booleans())
+def test_p_values_and_bounds_are_finite_monotone_and_nested(
+    rows: list[tuple[int, int, int, int]], margin: float, relative: bool
+) -> None:
+    from lossgate.core.bounded import NOT_WORSE, REGRESSION
+    from lossgate.core.bounded_diff import confidence_bound, diff_path
+
+    # Given any counts, errors above the request count included (treated as empty intervals)
+    arr = np.asarray(rows, dtype=np.float64).T
+    used = np.ones(arr.shape[1], dtype=np.bool_)
+    null = DiffNull.relative_to_baseline(margin) if relative else DiffNull.absolute(margin)
+    path = diff_path(arr[0], arr[1], arr[2], arr[3], used, null)
+    # Then the always-valid p-values are finite, in (0, 1], and never rise from one look to the next
+    for p in (path.log_p_regression, path.log_p_not_worse):
+        assert np.all(np.isfinite(p))
+        assert np.all(p <= 0)
+        assert np.all(np.diff(p) <= 0)
+    # And the bounds lie in the range of mu_c - lam mu_b, a smaller alpha giving a wider interval
+    lo_strict = confidence_bound(path.reg, REGRESSION, 0.001, null)
+    lo_loose = confidence_bound(path.reg, REGRESSION, 0.05, null)
+    hi_strict = confidence_bound(path.nw, NOT_WORSE, 0.001, null)
+    hi_loose = confidence_bound(path.nw, NOT_WORSE, 0.05, null)
+    assert np.all(lo_strict >= -null.lam)
+    assert np.all(hi_strict <= 1.0)
+    assert np.all(lo_strict <= lo_loose + 1e-9)
+    assert np.all(hi_strict >= hi_loose - 1e-9)
