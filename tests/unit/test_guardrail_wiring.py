@@ -219,3 +219,18 @@ def test_per_class_without_class_series_still_reads_only_new_intervals() -> None
     assert st.looks >= 17
     assert status.checks == []
     assert status.phase.value == "Progressing"
+
+
+def test_a_retry_after_a_check_rollback_judges_the_new_run_afresh() -> None:
+    # Given a rollout rolled back by the error-rate check
+    metrics = GuardedMetrics(counts={"errors": ERRORS_CANARY_6PCT})
+    deps, objects = start({"analysis.guardrails": [_guard(margin=0.01)]}, metrics)
+    assert run_ticks(deps, objects, 30).phase.value == "RolledBack"
+    # When the canary is fixed and the rollout retried
+    metrics.counts["errors"] = ERRORS_2PCT
+    objects.body["metadata"]["annotations"] = {"lossgate.io/retry": "now"}
+    status = run_ticks(deps, objects, 10)
+    # Then the old regression does not roll the new run back: it progresses on fresh evidence
+    assert status.phase.value == "Progressing"
+    (check,) = status.checks
+    assert check.verdict != "Regression"

@@ -137,7 +137,8 @@ def judge_tick(
 ) -> Judged:
     """Judge the evidence read this tick."""
     loss, state, metrics_problem = _loss(status, plan, got, judge)
-    shown: tuple[CheckStatus, ...] = tuple(status.checks)
+    # Kept while finished (the verdicts shown); cleared while not started (a retry's earlier run).
+    shown: tuple[CheckStatus, ...] = tuple(status.checks) if status.step_starts else ()
     checks_state = status.checks_state
     if checks is not None:
         judged_checks = judge_checks(
