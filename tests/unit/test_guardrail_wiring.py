@@ -234,3 +234,24 @@ def test_a_retry_after_a_check_rollback_judges_the_new_run_afresh() -> None:
     assert status.phase.value == "Progressing"
     (check,) = status.checks
     assert check.verdict != "Regression"
+
+
+def test_error_rate_metric_and_per_class_relative_margin_reach_their_code() -> None:
+    # Given an error-rate guardrail on a counter of another name
+    metrics = GuardedMetrics(counts={"errors": ERRORS_2PCT})
+    _run(
+        {"analysis.guardrails": [_guard(margin=0.01, errorRate={"metric": "my_requests_total"})]}, metrics, 3
+    )
+    # Then the read asks for it
+    assert {r.metric for r in metrics.guardrail_reads} == {"my_requests_total"}
+    # Given a class 30% worse: a relative margin of 50% lets it pass, one of 5% rolls it back
+    classes = {
+        "majority": (_loss(1600, 0.40), _loss(400, 0.40)),
+        "minority": (_loss(400, 0.40), _loss(100, 0.52)),
+    }
+    phases = {}
+    for relative in (0.5, 0.05):
+        per_class = {"enabled": True, "minSamplesPerClass": 100, "relativeMargin": relative}
+        status = _run({"analysis.loss.perClass": per_class}, GuardedMetrics(classes=classes), ticks=40)
+        phases[relative] = status.phase.value
+    assert phases == {0.5: "Progressing", 0.05: "RolledBack"}
