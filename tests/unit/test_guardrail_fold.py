@@ -182,3 +182,19 @@ def test_p_values_and_bounds_are_finite_monotone_and_nested(
     assert np.all(hi_strict <= 1.0)
     assert np.all(lo_strict <= lo_loose + 1e-9)
     assert np.all(hi_strict >= hi_loose - 1e-9)
+
+
+def test_latency_past_the_timeout_is_clipped_not_dropped() -> None:
+    # Given a mean-latency check bounded by a 2 s timeout, and a canary whose mean is past it
+    config = CheckConfig("mean", DiffNull.absolute(0.05, bound=2.0))
+    intervals = [
+        CountInterval(30.0 * i, 30.0 * (i + 1), Counts(300, 30.0), Counts(100, 350.0), canary_weight=10)
+        for i in range(10)
+    ]
+    # When it is judged
+    result = evaluate(intervals, config)
+    # Then the intervals count, the canary's mean clipped to 2 s, and the check rolls back at the
+    # first look it can (the first interval is dropped after the weight change)
+    assert result.verdict is LossVerdict.REGRESSION
+    assert result.n_canary == 100
+    assert result.mean_canary == 2.0

@@ -153,9 +153,12 @@ def diff_path(
     L, lam = null.bound, null.lam
     nb, sb = np.asarray(n_b, dtype=np.float64), np.asarray(s_b, dtype=np.float64)
     nc, sc = np.asarray(n_c, dtype=np.float64), np.asarray(s_c, dtype=np.float64)
-    # A stratum needs both arms, and sums an outcome in [0, L] could produce (else counter garbage).
-    ok = (nb >= 1) & (nc >= 1) & (sb >= 0) & (sc >= 0) & (sb <= L * nb * (1 + 1e-9))
-    stratum = np.asarray(used, dtype=np.bool_) & ok & (sc <= L * nc * (1 + 1e-9))
+    # A stratum needs both arms with finite, non-negative sums. A sum above L n (latencies past the
+    # timeout, or a bad counter read ahead of its total) is clipped to L n, never dropped: dropping
+    # would hide exactly the canary that got slowest.
+    finite = np.isfinite(nb) & np.isfinite(nc) & np.isfinite(sb) & np.isfinite(sc)
+    ok = finite & (nb >= 1) & (nc >= 1) & (sb >= 0) & (sc >= 0)
+    stratum = np.asarray(used, dtype=np.bool_) & ok
     nb, nc = np.where(stratum, nb, 0.0), np.where(stratum, nc, 0.0)
     sb, sc = np.where(stratum, np.minimum(sb, L * nb), 0.0), np.where(stratum, np.minimum(sc, L * nc), 0.0)
 
