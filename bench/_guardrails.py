@@ -14,8 +14,11 @@ each at its Bonferroni share of alpha_rollback. Scenarios:
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -213,3 +216,17 @@ def report(results: dict[str, object]) -> str:
         interval = f"[{ci[0]:.4f}, {ci[1]:.4f}]"
         lines.append(f"{name:<22}{r['checks']:>7}{r['rate']:>13.4f}{interval:>20}{look:>11}{n:>11}")
     return "\n".join(lines)
+
+
+def main(reps: int, null_reps: int, seed: int, out_dir: Path, quick: bool) -> int:
+    """`detection.py --guardrails`: print the table and write detection-guardrails.json."""
+    if quick:
+        reps, null_reps = 500, 1000
+    started = time.perf_counter()
+    results = run(min(reps, 2000), null_reps, seed)
+    results["wall_s"] = time.perf_counter() - started
+    print(report(results))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "detection-guardrails.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print(f"wrote {out_dir / 'detection-guardrails.json'}; wall time {results['wall_s']:.0f} s")
+    return 0

@@ -428,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guardrails", action="store_true", help="only the guardrail and per-class scenarios")
     args = ap.parse_args(argv)
     if args.guardrails:
-        return run_guardrails(args.reps, args.null_reps, args.seed, args.out, args.quick)
+        import _guardrails
+
+        return _guardrails.main(args.reps, args.null_reps, args.seed, args.out, args.quick)
     plan = Plan(labelled_per_interval=args.labelled, looks_per_step=args.looks_per_step)
     name = "detection" if plan == DEFAULT_PLAN else f"detection-{args.labelled:g}"
     if args.plot_only:
@@ -463,22 +465,6 @@ def main(argv: list[str] | None = None) -> int:
     png = f" and {args.out / (name + '.png')}" if plotted else ""
     print(f"\nwrote {args.out / (name + '.json')}{png}")
     print(f"wall time {out['wall_s']:.0f} s")
-    return 0
-
-
-def run_guardrails(reps: int, null_reps: int, seed: int, out_dir: Path, quick: bool) -> int:
-    """bench/_guardrails.py's scenarios; writes detection-guardrails.json."""
-    import _guardrails
-
-    if quick:
-        reps, null_reps = 500, 1000
-    started = time.perf_counter()
-    results = _guardrails.run(min(reps, 2000), null_reps, seed)
-    results["wall_s"] = time.perf_counter() - started
-    print(_guardrails.report(results))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "detection-guardrails.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
-    print(f"wrote {out_dir / 'detection-guardrails.json'}; wall time {results['wall_s']:.0f} s")
     return 0
 
 
