@@ -425,7 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer replications (development)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from an existing detection.json")
+    ap.add_argument("--guardrails", action="store_true", help="only the guardrail and per-class scenarios")
     args = ap.parse_args(argv)
+    if args.guardrails:
+        import _guardrails
+
+        return _guardrails.main(args.reps, args.null_reps, args.seed, args.out, args.quick)
     plan = Plan(labelled_per_interval=args.labelled, looks_per_step=args.looks_per_step)
     name = "detection" if plan == DEFAULT_PLAN else f"detection-{args.labelled:g}"
     if args.plot_only:

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from lossgate.conventions import CATASTROPHIC_LE, DEFAULT_LOSS_METRIC
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
+from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 
 
@@ -50,6 +51,40 @@ class LossSeriesRef:
     sum_template: str | None = None
     sumsq_template: str | None = None
     tail_template: str | None = None
+
+
+@dataclass(frozen=True)
+class GuardrailSeriesRef:
+    """Which counters one guardrail reads (spec.analysis.guardrails[]).
+
+    mode "errors": `metric` is a request counter with a `code` label (errors: code=~"5.."), or the
+    user's `bad_template`/`total_template`; "slower": `metric` is a histogram and the outcome is being
+    slower than `threshold` seconds (the bucket with that `le`); "mean": its _sum over its _count.
+    """
+
+    name: str
+    namespace: str
+    model: str
+    baseline_version: str
+    canary_version: str
+    mode: str
+    metric: str
+    threshold: float = 0.0
+    bad_template: str | None = None
+    total_template: str | None = None
+
+
+@runtime_checkable
+class GuardrailSource(Protocol):
+    """Request counters of the guardrails, and the loss split by its `class` label."""
+
+    def guardrail_intervals(
+        self, ref: GuardrailSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CountInterval] | Problem: ...
+
+    def class_loss_intervals(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> dict[str, list[IntervalStats]] | Problem: ...
 
 
 class MetricsSource(Protocol):

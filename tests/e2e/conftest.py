@@ -39,8 +39,10 @@ def launch(stack: Stack, namespace: str) -> Iterator[Launch]:
     and the ModelRollout (spec overrides as keyword arguments). Stops the traffic at the end."""
     started: list[Scenario] = []
 
-    def start(canary: str = "good", nan_at: int | None = None, apply: bool = True, **spec: Any) -> Scenario:
-        sc = Scenario("digits", canary, nan_at=nan_at)
+    def start(
+        canary: str = "good", nan_at: int | None = None, apply: bool = True, rate: float = 60.0, **spec: Any
+    ) -> Scenario:
+        sc = Scenario("digits", canary, nan_at=nan_at, rate=rate)
         sc.prepare(stack, namespace)
         stack.backfill_training({sc.run: nan_at})
         assert sc.driver is not None

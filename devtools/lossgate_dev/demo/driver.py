@@ -67,6 +67,7 @@ class TrafficDriver:
     errors: int = 0
     weights: dict[str, int] = field(default_factory=dict)
     labels_url: str | None = None  # a lossgate joiner: labels go there instead of the model servers
+    send_class: bool = False  # send each request's digit as its `class` slice (the per-class scenario)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -127,7 +128,10 @@ class TrafficDriver:
         row = int(self._rng.integers(len(self.traffic.labels)))
         pid = uuid.uuid4().hex
         try:
-            conns[backend].post("/predict", {"id": pid, "features": self.traffic.features[row].tolist()})
+            doc: dict[str, object] = {"id": pid, "features": self.traffic.features[row].tolist()}
+            if self.send_class:  # a slice known when the request arrives (here: the digit itself)
+                doc["class"] = str(int(self.traffic.labels[row]))
+            conns[backend].post("/predict", doc)
         except (RuntimeError, OSError, http.client.HTTPException):
             self.errors += 1
             return

@@ -3,8 +3,11 @@
 
 Variants are trained deliberately differently so their per-request cross-entropy differs for
 real, not by a number we pick: `good` is regularised less (it fits the digits better);
-`bad` learns from labels of which 30% were replaced at random (label noise).
-Measured on the held-out half: baseline 0.241 nats, good 0.154, bad 0.694.
+`bad` learns from labels of which 30% were replaced at random (label noise); `slow` is `good`'s
+model served behind a 60 ms delay (server.py), a better model that answers slower; `classbad` is
+`good` trained with half of the digit-7 labels replaced at random: better on the pool, much worse on
+one class. Measured on the held-out half: baseline 0.241 nats, good 0.154, bad 0.694, classbad 0.225
+(digit 7: baseline 0.122, classbad 0.770).
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-VARIANTS = ("baseline", "good", "bad")
-_LABEL_NOISE = {"baseline": 0.0, "good": 0.0, "bad": 0.3}
-_C = {"baseline": 0.05, "good": 0.2, "bad": 0.05}
-_SEED = {"baseline": 1, "good": 2, "bad": 3}
+VARIANTS = ("baseline", "good", "bad", "slow", "classbad")
+_LABEL_NOISE = {"baseline": 0.0, "good": 0.0, "bad": 0.3, "slow": 0.0, "classbad": 0.0}
+_C = {"baseline": 0.05, "good": 0.2, "bad": 0.05, "slow": 0.2, "classbad": 0.2}
+_SEED = {"baseline": 1, "good": 2, "bad": 3, "slow": 2, "classbad": 2}
+_CLASS_NOISE = {"classbad": (7, 0.5)}  # (digit, share of its labels replaced at random)
+# Added to every answer of a variant (seconds): what the latency guardrail must catch.
+DELAY_S = {"slow": 0.06}
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,9 @@ def train(variant: str) -> Pipeline:
     idx = rng.permutation(len(y))
     x, y = x[idx], y[idx].copy()
     noisy = rng.random(len(y)) < _LABEL_NOISE[variant]
+    if variant in _CLASS_NOISE:
+        digit, share = _CLASS_NOISE[variant]
+        noisy = (y == digit) & (rng.random(len(y)) < share)
     y[noisy] = rng.integers(0, 10, int(noisy.sum()))
     model = make_pipeline(StandardScaler(), LogisticRegression(C=_C[variant], max_iter=2000))
     model.fit(x, y)

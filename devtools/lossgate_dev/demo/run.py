@@ -1,9 +1,11 @@
 """`lossgate-demo` / `make demo`: real rollouts on a local control plane, start to summary.
 
-Three scenarios run side by side, each in its own namespace with its own pair of model servers:
+Five scenarios run side by side, each in its own namespace with its own pair of model servers:
   good       a canary that really is better (less regularised) -> Promoted
   bad        a canary trained on 30% noisy labels               -> RolledBack, with the numbers
   nonfinite  a canary whose training run went NaN               -> Failed before any traffic moves
+  slow       the better model answering 60 ms slower            -> RolledBack by the latency guardrail
+  classbad   better on the pool, much worse on digit 7           -> RolledBack by the per-class judge
 Exit code 0 only when every scenario ends as expected.
 """
 
@@ -26,6 +28,8 @@ SCENARIOS = {
     "good": Scenario("digits-good", "good"),
     "bad": Scenario("digits-bad", "bad"),
     "nonfinite": Scenario("digits-nonfinite", "good", nan_at=300),
+    "slow": Scenario("digits-slow", "slow"),
+    "classbad": Scenario("digits-classbad", "classbad", rate=150.0),
 }
 TIMEOUT_S = 420.0
 
@@ -172,12 +176,12 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lossgate-demo", description="local control plane, Prometheus, real models, rollouts"
     )
-    parser.add_argument("--scenario", action="append", choices=("good", "bad", "nonfinite"), default=[])
+    parser.add_argument("--scenario", action="append", choices=tuple(SCENARIOS), default=[])
     parser.add_argument(
         "--keep", action="store_true", help="leave the servers running until Ctrl-C at the end"
     )
     args = parser.parse_args(argv)
-    return main(args.scenario or ["good", "bad", "nonfinite"], keep=args.keep)
+    return main(args.scenario or list(SCENARIOS), keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,25 @@ from lossgate_dev.demo.driver import TrafficDriver
 from lossgate_dev.demo.models import traffic
 from lossgate_dev.demo.stack import Stack
 
-EXPECTED = {"good": "Promoted", "bad": "RolledBack", "nonfinite": "Failed"}
+EXPECTED = {
+    "good": "Promoted", "bad": "RolledBack", "nonfinite": "Failed", "slow": "RolledBack",
+    "classbad": "RolledBack",
+}  # fmt: skip
+# The `slow` scenario's guardrails: requests slower than 50 ms (the baseline answers in about 1 ms)
+# may be at most 5 points more frequent, and server errors at most 2 points.
+GUARDRAILS = [
+    {"name": "latency-50ms", "latency": {"thresholdSeconds": 0.05}, "margin": 0.05},
+    {"name": "errors", "errorRate": {}, "margin": 0.02},
+]
+# The `classbad` scenario: every digit is a class of the loss, judged on its own once it has 40
+# labelled canary samples; the first step lasts long enough for digit 7 (10% of traffic) to get them.
+PER_CLASS = {"enabled": True, "minSamplesPerClass": 40, "maxClasses": 10, "relativeMargin": 0.05}
 
 
 @dataclass
 class Scenario:
     name: str  # also the namespace, the model label, the route and the rollout name
-    canary_variant: str  # good | bad
+    canary_variant: str  # good | bad | slow | classbad
     nan_at: int | None = None  # the canary's training run diverges at this step
     rate: float = 60.0  # requests per second through the driver
     driver: TrafficDriver | None = field(default=None, repr=False)
@@ -44,6 +56,7 @@ class Scenario:
         self.driver = TrafficDriver(
             stack.api, ns, self.name, {base.service: base.url, canary.service: canary.url}, traffic(),
             rate=self.rate, label_delay_s=1.0, labels_url=stack.joiner.url if stack.joiner else None,
+            send_class=self.canary_variant == "classbad",
         )  # fmt: skip
         return ns
 
@@ -68,6 +81,11 @@ class Scenario:
                 "onMetricsUnavailable": {"action": "Hold", "after": "60s"},
             },
         }
+        if self.canary_variant == "slow":
+            spec["analysis"]["guardrails"] = GUARDRAILS
+        if self.canary_variant == "classbad":
+            spec["analysis"]["loss"]["perClass"] = PER_CLASS
+            spec["stepDefaults"] = {"minSamples": 20_000, "minDuration": "6s"}  # stay on the first step
         for key, value in overrides.items():
             spec[key] = value
         return {

@@ -1,8 +1,10 @@
 """A demo model server: one model version behind HTTP, exporting real per-request cross-entropy.
 
-    POST /predict  {"id": "...", "features": [64 floats]}  -> {"probabilities": [...], "version": "..."}
+    POST /predict  {"id": "...", "features": [64 floats], "class"?: "7"}
+                   -> {"probabilities": [...], "version": "..."}   (class: a slice label for the loss)
     POST /labels   [{"id": "...", "label": 3}, ...]       -> {"accepted": n}   (labels arrive later)
-    GET  /metrics  Prometheus exposition (lossgate.instrument serving metrics)
+    GET  /metrics  Prometheus exposition (lossgate.instrument serving metrics, and per request
+                   http_requests_total{model,version,code} and http_request_duration_seconds)
 
 With --joiner URL the server keeps nothing: it logs each prediction to that `lossgate joiner`
 (docs/joiner.md) and labels go to the joiner too; its /metrics is then empty.
@@ -24,9 +26,10 @@ from typing import Any
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from lossgate.instrument.requests import RequestMetrics
 from lossgate.instrument.serving import LossRecorder
 from lossgate.joiner import JoinerClient, JoinerError
-from lossgate_dev.demo.models import train
+from lossgate_dev.demo.models import DELAY_S, VARIANTS, train
 
 
 class ModelServer:
@@ -37,20 +40,35 @@ class ModelServer:
         # Either the joiner holds the pending predictions, or this process does.
         self.joiner = JoinerClient(joiner) if joiner else None
         self.recorder = None if joiner else LossRecorder(registry=self.registry, capacity=100_000, ttl_s=600)
+        self.requests = RequestMetrics(self.registry)  # request counts and latency, joiner or not
+        self.delay_s = DELAY_S.get(variant, 0.0)
 
-    def predict(self, pid: str, features: list[float]) -> list[float]:
+    def predict(self, pid: str, features: list[float], klass: str | None = None) -> list[float]:
+        if self.delay_s:
+            time.sleep(self.delay_s)  # the slow variant's extra latency (the demo's `slow` scenario)
         probs = self.clf.predict_proba(np.asarray(features, dtype=np.float64).reshape(1, -1))[0]
         out = [float(p) for p in probs]
         if self.joiner is not None:
             # Logged before the answer goes out, so a label can never reach the joiner first.
+            extra = {} if klass is None else {"class": klass}
             self.joiner.prediction(
-                pid, model=self.model_name, version=self.version, probabilities=out, served_at=time.time()
-            )
+                pid, model=self.model_name, version=self.version, probabilities=out, served_at=time.time(),
+                **extra,
+            )  # fmt: skip
         elif self.recorder is not None:
             self.recorder.record_prediction(
-                pid, probabilities=probs, model=self.model_name, version=self.version
+                pid, probabilities=probs, model=self.model_name, version=self.version, klass=klass
             )
         return out
+
+    def serve(self, pid: str, features: list[float], klass: str | None = None) -> list[float]:
+        """predict(), counted and timed for the guardrails (a failed joiner call counts as a 503)."""
+        with self.requests.timed(model=self.model_name, version=self.version) as call:
+            try:
+                return self.predict(pid, features, klass)
+            except (JoinerError, OSError):
+                call.code = "503"
+                raise
 
     def label(self, pid: str, label: int) -> None:
         if self.joiner is not None:
@@ -86,7 +104,8 @@ def _handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
             try:
                 doc = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
                 if self.path == "/predict":
-                    probs = server.predict(str(doc["id"]), doc["features"])
+                    klass = None if doc.get("class") is None else str(doc["class"])
+                    probs = server.serve(str(doc["id"]), doc["features"], klass)
                     self._reply(200, json.dumps({"probabilities": probs, "version": server.version}).encode())
                 elif self.path == "/labels":
                     for item in doc:
@@ -106,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="digits")
     p.add_argument("--version", required=True)
-    p.add_argument("--variant", required=True, choices=("baseline", "good", "bad"))
+    p.add_argument("--variant", required=True, choices=VARIANTS)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--joiner", default=None, help="log predictions to this lossgate joiner URL")

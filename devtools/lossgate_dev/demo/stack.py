@@ -120,12 +120,11 @@ class Stack:
         """Train each run (name -> NaN step or None) and load its history into Prometheus.
         Restarts Prometheus: do it before rollouts start."""
         end = time.time() - 30
-        text = "".join(
-            openmetrics(train(run, steps=steps, nan_at=nan), end).replace("# EOF\n", "")
-            for run, nan in runs.items()
-        )
-        # One family per block of text is what OpenMetrics wants: merge runs family by family.
-        self.prom.backfill(_merge_families(text))
+        # One promtool call per run: promtool refuses ("out of order sample") a file holding several
+        # runs over the same time range, even merged family by family; Prometheus merges the blocks.
+        for run, nan in runs.items():
+            text = openmetrics(train(run, steps=steps, nan_at=nan), end).replace("# EOF\n", "")
+            self.prom.backfill(_merge_families(text))
 
     # Rollouts ----------------------------------------------------------------------------------------
     def apply_rollout(self, namespace: str, manifest: dict[str, Any]) -> None:

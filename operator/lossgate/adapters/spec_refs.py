@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lossgate.adapters.routers import GatewayRouteRef, IstioRouteRef, ReplicaRef, RouteRef
 from lossgate.conventions import le_label
+from lossgate.core.bounded_diff import DiffNull
+from lossgate.core.checks import ClassChecks, GuardrailCheck
+from lossgate.core.family import split_alpha
+from lossgate.core.guardrail import CheckConfig
 from lossgate.core.health import HealthConfig
 from lossgate.core.judge import JudgeConfig
 from lossgate.instrument.buckets import LOSS_BUCKETS
 from lossgate.model import ModelRolloutSpec
-from lossgate.ports import CanaryPodsRef, LossSeriesRef
+from lossgate.model.guardrails import DEFAULT_REQUESTS_METRIC
+from lossgate.ports import CanaryPodsRef, GuardrailSeriesRef, LossSeriesRef
 
 
 class SpecProblem(ValueError):
@@ -67,17 +74,74 @@ def loss_ref(namespace: str, spec: ModelRolloutSpec) -> LossSeriesRef:
 
 
 def judge_config(spec: ModelRolloutSpec) -> JudgeConfig:
+    """The pooled judge's config: its alphaRollback is its share of the family's (core/family.py)."""
     loss = spec.analysis.loss
     return JudgeConfig(
         margin=loss.margin,
         relative_margin=loss.relative_margin,
-        alpha_rollback=loss.alpha_rollback,
+        alpha_rollback=split_alpha(loss.alpha_rollback, spec.analysis.family_checks),
         alpha_promote=loss.alpha_promote,
         min_samples_before_rollback=float(loss.min_samples_before_rollback),
         min_samples_before_promote=float(loss.min_samples_before_promotion),
         catastrophic_alpha=loss.alpha_catastrophic,
         catastrophic_ratio=loss.catastrophic_ratio,
     )
+
+
+def guardrail_checks(spec: ModelRolloutSpec) -> list[GuardrailCheck]:
+    """Each guardrail's test, at its share of alphaRollback."""
+    loss = spec.analysis.loss
+    alpha = split_alpha(loss.alpha_rollback, spec.analysis.family_checks)
+    out = []
+    for g in spec.analysis.guardrails:
+        null = (
+            DiffNull.absolute(g.margin, g.bound)
+            if g.margin is not None
+            else DiffNull.relative_to_baseline(g.relative_margin or 0.0, g.bound)
+        )
+        config = CheckConfig(g.name, null, alpha_rollback=alpha, alpha_promote=loss.alpha_promote)
+        out.append(GuardrailCheck("errorRate" if g.error_rate is not None else "latency", config))
+    return out
+
+
+def class_checks(spec: ModelRolloutSpec) -> ClassChecks | None:
+    """The per-class judge: the pooled judge's test with the class's margin, its slot's share of
+    alphaRollback (and of the tail guard's alpha), and minSamplesPerClass as both quotas."""
+    pc = spec.analysis.loss.per_class
+    if not pc.enabled:
+        return None
+    base = judge_config(spec)
+    margin, relative = base.margin, base.relative_margin
+    if pc.margin is not None or pc.relative_margin is not None:
+        margin, relative = pc.margin, pc.relative_margin
+    config = replace(
+        base,
+        margin=margin,
+        relative_margin=relative,
+        min_samples_before_rollback=float(pc.min_samples_per_class),
+        min_samples_before_promote=float(pc.min_samples_per_class),
+        catastrophic_alpha=base.catastrophic_alpha / pc.max_classes,
+    )
+    return ClassChecks(config, pc.max_classes, float(pc.min_samples_per_class))
+
+
+def guardrail_refs(namespace: str, spec: ModelRolloutSpec) -> list[GuardrailSeriesRef]:
+    out = []
+    versions = (spec.baseline.version, spec.canary.version)
+    for g in spec.analysis.guardrails:
+        if g.error_rate is not None:
+            q = g.error_rate.queries
+            metric = g.error_rate.metric or DEFAULT_REQUESTS_METRIC
+            ref = GuardrailSeriesRef(g.name, namespace, spec.model, *versions, "errors", metric)
+            out.append(replace(ref, bad_template=q.bad if q else None, total_template=q.total if q else None))
+        elif g.latency is not None:
+            lat = g.latency
+            mode = "slower" if lat.threshold_seconds is not None else "mean"
+            threshold = lat.threshold_seconds or 0.0
+            out.append(
+                GuardrailSeriesRef(g.name, namespace, spec.model, *versions, mode, lat.metric, threshold)
+            )
+    return out
 
 
 def health_config(spec: ModelRolloutSpec) -> HealthConfig:

@@ -141,6 +141,9 @@ def detail(obj: dict[str, Any], now: datetime | None = None) -> RenderableType:
                 f"{num(th.get('rankDivergence'), 3)}")  # fmt: skip
         reasons = "; ".join(th.get("reasons") or [])
         head.add_row("Training", Text(line + (f" ({reasons})" if reasons else "")))
+    checks = checks_table(st.get("checks") or [])
+    if checks is not None:
+        parts += [checks, Text("")]
     conds = st.get("conditions") or []
     if conds:
         ct = Table(title="Conditions", title_justify="left", box=None, header_style="bold", pad_edge=False)
@@ -173,6 +176,30 @@ def detail(obj: dict[str, Any], now: datetime | None = None) -> RenderableType:
             )
         parts.append(ht)
     return Group(*parts)
+
+
+def checks_table(checks: list[dict[str, Any]]) -> Table | None:
+    """One row per guardrail or class: samples, delta, interval, p-values, verdict (unjudged: dim)."""
+    if not checks:
+        return None
+    t = Table(title="Checks", title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for col in ("check", "kind", "n b/c", "baseline", "canary", "delta", "CS", "margin", "p reg",
+                "p nw", "alpha", "verdict"):  # fmt: skip
+        t.add_column(col, no_wrap=True)
+    for c in checks:
+        verdict = str(c.get("verdict", "-"))
+        judged = c.get("judged", True)
+        shown = (
+            Text(verdict, style=VERDICT_STYLE.get(verdict, "")) if judged else Text(f"{verdict} (unjudged)")
+        )
+        t.add_row(
+            str(c.get("name", "")), str(c.get("kind", "")),
+            f"{count(c.get('nBaseline'))}/{count(c.get('nCanary'))}",
+            num(c.get("meanBaseline")), num(c.get("meanCanary")), signed(c.get("delta")), cs(c),
+            num(c.get("margin")), pval(c.get("pRegression")), pval(c.get("pNotWorse")),
+            num(c.get("alpha"), 5), shown, style=None if judged else "dim",
+        )  # fmt: skip
+    return t
 
 
 def fingerprint(obj: dict[str, Any]) -> tuple[str, str]:

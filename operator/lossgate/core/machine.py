@@ -236,6 +236,10 @@ class _Rules(TickBase):
             return self._rollback(
                 Reason.LOSS_REGRESSION, "canary loss worse than baseline by more than the margin"
             )
+        failing = next((c for c in self.obs.checks if c.judged and c.verdict == LossVerdict.REGRESSION), None)
+        if failing is not None:
+            why = f"{failing.kind} check {failing.name}: {failing.reason.split(': ', 1)[-1]}"
+            return self._rollback(Reason.CHECK_REGRESSION, why)
         expired = since is not None and self.now - since >= policy.after
         if unavailable and expired and since is not None and policy.action is UnavailableAction.ROLLBACK:
             what = "metrics" if not self.obs.metrics_available else "training metrics"
@@ -272,6 +276,9 @@ class _Rules(TickBase):
             and verdict is not LossVerdict.NOT_WORSE
         ):
             return Reason.NON_INFERIORITY_NOT_SHOWN, "promotion requires non-inferiority, not shown yet"
+        pending = [c.name for c in self.obs.checks if c.judged and c.verdict != LossVerdict.NOT_WORSE]
+        if lp.promotion_policy is PromotionPolicy.REQUIRE_NON_INFERIORITY and pending:
+            return Reason.NON_INFERIORITY_NOT_SHOWN, f"non-inferiority not shown yet by {', '.join(pending)}"
         if loss.n_canary < lp.min_samples_before_promotion:
             n, need = fmt.count(loss.n_canary), lp.min_samples_before_promotion
             return Reason.INSUFFICIENT_DATA, f"{n}/{need} canary samples before promotion"

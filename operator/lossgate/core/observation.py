@@ -18,7 +18,7 @@ from lossgate.core.evidence import Weights
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
 from lossgate.model import API_GROUP
-from lossgate.model.status import TrainingHealthStatus
+from lossgate.model.status import CheckStatus, TrainingHealthStatus
 
 ANNOTATION_PREFIX = f"{API_GROUP}/"
 
@@ -251,3 +251,4 @@ class Observation:
     command: ManualCommand | None = None
     canary_version_seen: str | None = None
     labels: LabelEvidence | None = None
+    checks: tuple[CheckStatus, ...] = ()  # guardrails and classes (core/checks.py): any regression rolls back

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from lossgate.core.checks import ChecksPlan, ClassChecks, GuardrailCheck, judge_checks
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
+from lossgate.core.guardrail import CountInterval
 from lossgate.core.health import HealthConfig, assess
 from lossgate.core.judge_codec import CorruptState, decode, encode
 from lossgate.core.judge_fold import JudgeFold, advance, conclude
@@ -23,7 +26,7 @@ from lossgate.core.observation import HealthEvidence, LossEvidence, ManualComman
 from lossgate.core.timeline import weight_timeline, with_weights
 from lossgate.core.verdicts import HealthVerdict
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
-from lossgate.model.status import JudgeState
+from lossgate.model.status import ChecksState, CheckStatus, JudgeState
 
 PARTIAL = "Partial"  # lossgate.ports.MetricsErrorKind.PARTIAL (one arm has no series): not an outage
 # Training health is re-read at most this often (a few intervals), and kept in status in between: the
@@ -80,6 +83,9 @@ class Gathered:
     training: TrainingRun | Problem | None = None
     canary_version: str | Problem | None = None
     labels: LabelEvidence | Problem | None = None  # LOSSGATE_LABEL_CHECKS: the step's label evidence
+    checks: Mapping[str, list[CountInterval] | Problem] = field(default_factory=dict)  # per guardrail
+    classes: dict[str, list[IntervalStats]] | Problem | None = None  # the loss per class
+    checks_closed: int = 0  # intervals closed in the checks' read window
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Judged:
     metrics_problem: Problem | None
     training_problem: Problem | None
     version_problem: Problem | None
+    checks_state: ChecksState | None = None
 
 
 def reads_metrics(command: ManualCommand | None) -> bool:
@@ -124,9 +131,22 @@ def judge_tick(
     got: Gathered,
     judge: JudgeConfig,
     health: HealthConfig,
+    checks: ChecksPlan | None = None,
+    guardrails: tuple[GuardrailCheck, ...] = (),
+    classes: ClassChecks | None = None,
 ) -> Judged:
     """Judge the evidence read this tick."""
     loss, state, metrics_problem = _loss(status, plan, got, judge)
+    # Kept while finished (the verdicts shown); cleared while not started (a retry's earlier run).
+    shown: tuple[CheckStatus, ...] = tuple(status.checks) if status.step_starts else ()
+    checks_state = status.checks_state
+    if checks is not None:
+        judged_checks = judge_checks(
+            status, checks, guardrails, classes, got.checks, got.classes, got.checks_closed
+        )
+        shown, checks_state = tuple(judged_checks.checks), judged_checks.state
+        if metrics_problem is None:  # a check's evidence missing holds like the loss's (onMetricsUnavailable)
+            metrics_problem = judged_checks.problem
     unavailable = metrics_problem is not None and metrics_problem.kind != PARTIAL
     health_evidence, training_problem = _health(status, got.training, health)
     version = got.canary_version if isinstance(got.canary_version, str) else None
@@ -141,10 +161,13 @@ def judge_tick(
         command=got.command,
         canary_version_seen=version,
         labels=got.labels if isinstance(got.labels, LabelEvidence) else None,
+        checks=shown,
     )
     router_problem = got.weights if isinstance(got.weights, Problem) else None
     version_problem = got.canary_version if isinstance(got.canary_version, Problem) else None
-    return Judged(obs, state, router_problem, metrics_problem, training_problem, version_problem)
+    return Judged(
+        obs, state, router_problem, metrics_problem, training_problem, version_problem, checks_state
+    )
 
 
 def _loss(

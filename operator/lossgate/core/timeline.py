@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import replace
+from typing import TypeVar
 
 from lossgate.core.evidence import IntervalStats
+from lossgate.core.guardrail import CountInterval
 from lossgate.model import ModelRolloutStatus
 
 
@@ -14,7 +16,10 @@ def weight_timeline(status: ModelRolloutStatus) -> list[tuple[float, int]]:
     return [(s.at.timestamp(), s.weight) for s in status.step_starts]
 
 
-def with_weights(intervals: list[IntervalStats], timeline: list[tuple[float, int]]) -> list[IntervalStats]:
+_Interval = TypeVar("_Interval", IntervalStats, CountInterval)
+
+
+def with_weights(intervals: list[_Interval], timeline: list[tuple[float, int]]) -> list[_Interval]:
     """Tag each interval with the weight in force at its start; one that spans a change gets None
     (the judge drops the first interval after every change anyway)."""
     starts = [t for t, _ in timeline]

@@ -11,16 +11,19 @@ from lossgate.conventions import MAX_LOSS_NATS as MAX_LOSS
 from lossgate.conventions import PROB_FLOOR
 from lossgate.instrument.buckets import LOSS_BUCKETS
 from lossgate.instrument.losses import cross_entropy, log_probs
+from lossgate.instrument.requests import LATENCY_BUCKETS, RequestMetrics
 from lossgate.instrument.serving import LossRecorder
 from lossgate.instrument.training import TRAINING_METRICS, TrainingExporter
 
 __all__ = [
     "CATASTROPHIC_LOSS",
+    "LATENCY_BUCKETS",
     "LOSS_BUCKETS",
     "MAX_LOSS",
     "PROB_FLOOR",
     "TRAINING_METRICS",
     "LossRecorder",
+    "RequestMetrics",
     "TrainingExporter",
     "cross_entropy",
     "log_probs",

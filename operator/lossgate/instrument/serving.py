@@ -25,7 +25,10 @@ from prometheus_client.metrics_core import Metric
 
 from lossgate.conventions import DEFAULT_LOSS_METRIC
 from lossgate.instrument.buckets import LOSS_BUCKETS, le_label, validate_buckets
+from lossgate.instrument.class_cap import DEFAULT_MAX_CLASSES, OTHER, ClassCap
 from lossgate.instrument.losses import ArrayLike, log_probs, loss_from_log_probs
+
+FOLDED_METRIC = "model_prediction_class_folded"
 
 _Key = tuple[str, str, str | None]  # (model, version, class)
 
@@ -58,6 +61,8 @@ class LossRecorder:
       model_prediction_label_unknown_total   labels whose prediction id was unknown (expired or never seen)
       model_prediction_pending           gauge, predictions waiting for a label
 
+    Class labels are bounded: at most `max_classes` values per model version keep their own series,
+    later ones are recorded as class "other" and counted in model_prediction_class_folded_total.
     Pending predictions are bounded: at most `capacity`, each kept for at most `ttl_s` seconds.
     """
 
@@ -69,6 +74,7 @@ class LossRecorder:
         predictions_metric: str = "model_predictions_total",
         buckets: tuple[float, ...] | list[float] = LOSS_BUCKETS,
         capacity: int = 100_000,
+        max_classes: int = DEFAULT_MAX_CLASSES,
         ttl_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -80,6 +86,7 @@ class LossRecorder:
         self.buckets = validate_buckets(buckets)
         self._le = [le_label(b) for b in self.buckets] + ["+Inf"]
         self.capacity = capacity
+        self.classes = ClassCap(max_classes)  # class label values beyond it are folded into "other"
         self.ttl_s = float(ttl_s)
         self._clock = clock
         self._wall = wall_clock
@@ -110,7 +117,8 @@ class LossRecorder:
         log-odds of class 1, or one score per class). Raises ValueError on malformed input.
         """
         lp = log_probs(probabilities, logits)  # outside the lock: the numeric work
-        key: _Key = (str(model), str(version), None if klass is None else str(klass))
+        klass = self.classes.admit(str(model), str(version), None if klass is None else str(klass))
+        key: _Key = (str(model), str(version), klass)
         with self._lock:
             now = self._clock()
             self._expire(now)
@@ -190,7 +198,7 @@ class LossRecorder:
 
     # prometheus_client collector protocol ---------------------------------------------------------
     def describe(self) -> list[Metric]:
-        return list(self._families({}, {}, 0, 0))
+        return list(self._families({}, {}, 0, 0, {}))
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -198,7 +206,7 @@ class LossRecorder:
             series = {k: _Series(v.created, v.predictions, v.count, v.sum, v.sumsq, list(v.buckets))
                       for k, v in self._series.items()}  # fmt: skip
             evicted, unknown, pending = dict(self._evicted), self._unknown, len(self._pending)
-        yield from self._families(series, evicted, unknown, pending)
+        yield from self._families(series, evicted, unknown, pending, self.classes.folded())
 
     def _families(
         self,
@@ -206,6 +214,7 @@ class LossRecorder:
         evicted: dict[tuple[str, str, str], int],
         unknown: int,
         pending: int,
+        folded: dict[tuple[str, str], int],
     ) -> Iterator[Metric]:
         preds = Metric(self.predictions_metric, "Predictions served.", "counter")
         hist = Metric(
@@ -240,4 +249,7 @@ class LossRecorder:
         unk.add_sample("model_prediction_label_unknown_total", {}, float(unknown))
         gauge = Metric("model_prediction_pending", "Predictions waiting for their label.", "gauge")
         gauge.add_sample("model_prediction_pending", {}, float(pending))
-        yield from (preds, hist, sq, ev, unk, gauge)
+        fold = Metric(FOLDED_METRIC, f"Predictions whose class label was folded into {OTHER!r}.", "counter")
+        for (model, version), c in sorted(folded.items()):
+            fold.add_sample(f"{FOLDED_METRIC}_total", {"model": model, "version": version}, float(c))
+        yield from (preds, hist, sq, ev, unk, gauge, fold)

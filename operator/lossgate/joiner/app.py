@@ -22,13 +22,15 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from lossgate.instrument.class_cap import DEFAULT_MAX_CLASSES, ClassCap
 from lossgate.joiner import cloudevents, parse
 from lossgate.joiner.exposition import render
-from lossgate.joiner.records import FieldError, Full
+from lossgate.joiner.records import FieldError, Full, Prediction
 from lossgate.joiner.store import Store
 
 log = logging.getLogger("lossgate.joiner")
@@ -65,8 +67,10 @@ class Joiner:
         expire_every_s: float = 1.0,
         retry_after_s: int = 5,
         allow_clock_override: bool = False,
+        max_classes: int = DEFAULT_MAX_CLASSES,
     ) -> None:
         self.store = store
+        self.classes = ClassCap(max_classes)  # bounded `class` label values per model version
         self.clock = clock or Clock()
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="joiner-store")
         self.expire_every_s = expire_every_s
@@ -102,8 +106,17 @@ class Joiner:
 
     async def predictions(self, request: web.Request) -> dict[str, Any]:
         now = self.clock.now()
-        batch = parse.predictions(parse.loads(await request.read()), now)
+        batch = self._capped(parse.predictions(parse.loads(await request.read()), now))
         return (await self._run(self.store.add_predictions, batch, now)).as_dict()
+
+    def _capped(self, batch: list[Prediction]) -> list[Prediction]:
+        """Each prediction's class as the cap admits it (beyond max_classes: "other", counted)."""
+        out = []
+        for p in batch:
+            model, version, klass = p.key
+            admitted = self.classes.admit(model, version, klass)
+            out.append(p if admitted == klass else replace(p, key=(model, version, admitted)))
+        return out
 
     async def labels(self, request: web.Request) -> dict[str, Any]:
         now = self.clock.now()
@@ -117,7 +130,7 @@ class Joiner:
         if ev.type == cloudevents.REQUEST:
             return {"ignored": "request event (the response event carries the scores)"}
         if ev.type == cloudevents.RESPONSE:
-            batch = cloudevents.predictions(ev, body, now)
+            batch = self._capped(cloudevents.predictions(ev, body, now))
             return (await self._run(self.store.add_predictions, batch, now)).as_dict()
         if ev.type == cloudevents.LABEL:
             return (await self._run(self.store.add_labels, [cloudevents.label(ev, body)], now)).as_dict()
@@ -136,7 +149,7 @@ class Joiner:
         return {"now": self.clock.now()}
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = await self._run(render, self.store)
+        body = await self._run(render, self.store, self.classes.folded())
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -32,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.capacity < 1:
         raise SystemExit("lossgate joiner: --capacity must be at least 1")
+    if args.max_classes < 1:
+        raise SystemExit("lossgate joiner: --max-classes must be at least 1")
     store = open_store(args)
     threads = args.threads or (8 if args.redis else 1)
     joiner = Joiner(
         store, clock=Clock(), threads=threads, expire_every_s=args.expire_every,
         retry_after_s=args.retry_after, allow_clock_override=args.allow_clock_override,
+        max_classes=args.max_classes,
     )  # fmt: skip
     backend = f"redis {args.redis_prefix}" if args.redis else f"sqlite {args.sqlite or 'lossgate-joiner.db'}"
     logging.getLogger("lossgate.joiner").info("joiner on %s:%d, %s", args.listen, args.port, backend)

@@ -22,6 +22,7 @@ _LOSS_LE = [le_label(b) for b in LOSS_BUCKETS] + ["+Inf"]
 _DELAY_LE = [le_label(b) for b in DELAY_BUCKETS] + ["+Inf"]
 DELAY_METRIC = "model_prediction_label_delay_seconds"
 EXPIRED_METRIC = "model_prediction_expired"
+FOLDED_METRIC = "lossgate_joiner_class_folded"
 
 
 def _labels(key: SeriesKey) -> dict[str, str]:
@@ -83,15 +84,19 @@ class _Standby:
         yield from families({}, {})
 
 
-def render(store: Store) -> bytes:
+def render(store: Store, folded: dict[tuple[str, str], int] | None = None) -> bytes:
     """The Prometheus text exposition of the store's counters, read in one consistent snapshot, or
-    (a replica that does not hold the exporter lease) only `lossgate_joiner_exporter 0`."""
+    (a replica that does not hold the exporter lease) only `lossgate_joiner_exporter 0`. `folded`:
+    this replica's predictions whose class was folded into "other" (lossgate.instrument.class_cap)."""
     registry = CollectorRegistry(auto_describe=False)
     exporting = store.exporter()
     registry.register(_Collector(store) if exporting else _Standby())
     g = Metric("lossgate_joiner_exporter", "1 when this replica exports the shared counters.", "gauge")
     g.add_sample("lossgate_joiner_exporter", {}, 1.0 if exporting else 0.0)
-    registry.register(_Fixed([g]))
+    fold = Metric(FOLDED_METRIC, "Predictions whose class label was folded into 'other' here.", "counter")
+    for (model, version), n in sorted((folded or {}).items()):
+        fold.add_sample(f"{FOLDED_METRIC}_total", {"model": model, "version": version}, float(n))
+    registry.register(_Fixed([g, fold]))
     return generate_latest(registry)
 
 

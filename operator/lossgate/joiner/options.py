@@ -49,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long labelled/expired ids are remembered past their deadline (1d)")  # fmt: skip
     p.add_argument("--capacity", type=int, default=1_000_000, help="pending predictions at most (429 beyond)")
     p.add_argument(
+        "--max-classes", type=int, default=32,
+        help="`class` label values per model version; later ones are folded into 'other' and counted (32)",
+    )  # fmt: skip
+    p.add_argument(
         "--threads", type=int, default=None, help="store threads (default 1 for SQLite, 8 for Redis)"
     )
     p.add_argument("--expire-every", type=seconds, default=1.0, help="expiry pass interval (1s)")

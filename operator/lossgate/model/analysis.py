@@ -5,11 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from lossgate.conventions import CATASTROPHIC_LOSS_NATS, DEFAULT_LOSS_METRIC
 from lossgate.model.base import ApiModel, cel, validations
 from lossgate.model.durations import Duration, PositiveDuration
+from lossgate.model.guardrails import MAX_GUARDRAILS, Guardrail, PerClassLoss, unique_names_rule
 
 METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 (the pattern of a Secret's key name)
@@ -145,6 +146,7 @@ class LossAnalysis(ApiModel):
         description="The guard's null: canary tail rate at most this times the baseline's.",
     )
     alpha_catastrophic: Alpha = Field(default=0.001, description="Level of the catastrophic-tail test.")
+    per_class: PerClassLoss = Field(default=PerClassLoss(), description="Judge each `class` too.")
 
     @model_validator(mode="after")
     def _checks(self) -> LossAnalysis:
@@ -226,3 +228,24 @@ class Analysis(ApiModel):
     loss: LossAnalysis
     gradient_health: GradientHealth = GradientHealth()
     on_metrics_unavailable: OnMetricsUnavailable = OnMetricsUnavailable()
+    guardrails: list[Guardrail] = Field(
+        default=[],
+        max_length=MAX_GUARDRAILS,
+        description="Error-rate and latency checks beside the loss; any regression rolls back.",
+        json_schema_extra=validations(unique_names_rule()),
+    )
+
+    @field_validator("guardrails")
+    @classmethod
+    def _unique_guardrails(cls, v: list[Guardrail]) -> list[Guardrail]:
+        names = [g.name for g in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"names {dup} are repeated; fix: give each guardrail a unique name")
+        return v
+
+    @property
+    def family_checks(self) -> int:
+        """Checks that share alphaRollback (core/family.py): pooled loss, guardrails, class slots."""
+        slots = self.loss.per_class.max_classes if self.loss.per_class.enabled else 0
+        return 1 + len(self.guardrails) + slots

@@ -58,6 +58,7 @@ class Reason(StrEnum):
     PROMOTED_ON_TIMEOUT = "PromotedOnTimeout"
     LOSS_REGRESSION = "LossRegression"
     CATASTROPHIC_LOSS = "CatastrophicLoss"
+    CHECK_REGRESSION = "CheckRegression"  # a guardrail or a class's loss (status.checks names it)
     TRAINING_UNHEALTHY = "TrainingUnhealthy"
     ABORTED = "Aborted"
     METRICS_UNAVAILABLE = "MetricsUnavailable"

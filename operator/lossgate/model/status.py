@@ -76,6 +76,43 @@ class JudgeState(ApiModel):
     numbers: dict[str, list[float]] = Field(default_factory=dict, description="The judge's running sums.")
 
 
+class CheckStatus(ApiModel):
+    """One check beside the pooled loss (a guardrail or a class's loss) at its last look."""
+
+    name: str
+    kind: str = Field(description="errorRate | latency | classLoss")
+    verdict: str = Field(description="Regression | NotWorse | Undecided | InsufficientData")
+    judged: bool = Field(
+        default=True, description="false: too few samples (or no slot): shown, never blocks a promotion"
+    )
+    n_baseline: float = 0.0
+    n_canary: float = 0.0
+    mean_baseline: float | None = Field(default=None, description="Rate, seconds or nats per request.")
+    mean_canary: float | None = None
+    delta: float | None = Field(default=None, description="Canary minus (1 + relativeMargin) x baseline.")
+    cs_low: float | None = None
+    cs_high: float | None = None
+    margin: float | None = None
+    p_regression: float | None = None
+    p_not_worse: float | None = None
+    alpha: float | None = Field(default=None, description="This check's share of alphaRollback.")
+    reason: str = ""
+
+
+class ChecksState(ApiModel):
+    """The running state of every check (fixed size per check), continued each tick like judgeState."""
+
+    origin_ms: int
+    through_ms: int
+    interval_ms: int = Field(ge=1)
+    fingerprint: str = Field(max_length=64)
+    looks: int = Field(ge=0)
+    numbers: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
+    unslotted: dict[str, float] = Field(
+        default_factory=dict, description="Classes beyond maxClasses: canary samples seen (not judged)."
+    )
+
+
 class TrainingHealthStatus(ApiModel):
     verdict: str = Field(description="Pass | Warn | Fail | Unknown")
     reasons: list[str] = Field(default_factory=list)
@@ -141,6 +178,8 @@ class ModelRolloutStatus(ApiModel):
     canary_scaled_down: bool = False
     analysis: AnalysisStatus | None = None
     judge_state: JudgeState | None = None
+    checks: list[CheckStatus] = Field(default_factory=list, description="Guardrails and per-class checks.")
+    checks_state: ChecksState | None = None
     training_health: TrainingHealthStatus | None = None
     conditions: list[Condition] = Field(
         default_factory=list,

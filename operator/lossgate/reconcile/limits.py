@@ -25,8 +25,16 @@ from functools import partial
 from typing import TypeVar
 
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
+from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
-from lossgate.ports import LabelSource, LossSeriesRef, MetricsErrorKind, MetricsSource
+from lossgate.ports import (
+    GuardrailSeriesRef,
+    GuardrailSource,
+    LabelSource,
+    LossSeriesRef,
+    MetricsErrorKind,
+    MetricsSource,
+)
 from lossgate.reconcile.batching import LossBatcher
 from lossgate.reconcile.threads import URGENT, to_thread
 
@@ -173,6 +181,22 @@ class LimitedMetrics:
         fn = partial(self.inner.label_evidence, ref, start, end)
         return self._seen(await self.limiter.call_async(fn, self.busy))
 
+    async def guardrail_intervals_async(
+        self, ref: GuardrailSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CountInterval] | Problem:
+        if not isinstance(self.inner, GuardrailSource):
+            return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no guardrails")
+        fn = partial(self.inner.guardrail_intervals, ref, start, end, interval_s)
+        return self._seen(await self.limiter.call_async(fn, self.busy))
+
+    async def class_loss_intervals_async(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> dict[str, list[IntervalStats]] | Problem:
+        if not isinstance(self.inner, GuardrailSource):
+            return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no class losses")
+        fn = partial(self.inner.class_loss_intervals, ref, start, end, interval_s)
+        return self._seen(await self.limiter.call_async(fn, self.busy))
+
     def busy(self, waited_s: float) -> Problem:
         lim = self.limiter
         return Problem(
@@ -197,6 +221,28 @@ async def read_loss_intervals(
     if isinstance(metrics, LimitedMetrics):
         return await metrics.loss_intervals_async(ref, start, end, interval_s)
     return await to_thread(metrics.loss_intervals, ref, start, end, interval_s)
+
+
+async def read_guardrail(
+    metrics: MetricsSource, ref: GuardrailSeriesRef, start: datetime, end: datetime, interval_s: float
+) -> list[CountInterval] | Problem:
+    """One guardrail's intervals, endpoint-limited; a Problem for a source that reads none."""
+    if isinstance(metrics, LimitedMetrics):
+        return await metrics.guardrail_intervals_async(ref, start, end, interval_s)
+    if isinstance(metrics, GuardrailSource):
+        return await to_thread(metrics.guardrail_intervals, ref, start, end, interval_s)
+    return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no guardrails")
+
+
+async def read_class_losses(
+    metrics: MetricsSource, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+) -> dict[str, list[IntervalStats]] | Problem:
+    """The loss intervals per class, endpoint-limited."""
+    if isinstance(metrics, LimitedMetrics):
+        return await metrics.class_loss_intervals_async(ref, start, end, interval_s)
+    if isinstance(metrics, GuardrailSource):
+        return await to_thread(metrics.class_loss_intervals, ref, start, end, interval_s)
+    return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no class losses")
 
 
 async def read_training_run(

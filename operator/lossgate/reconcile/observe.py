@@ -11,14 +11,22 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+from lossgate.core.checks import ChecksPlan
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
+from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.observation import command_from_annotations
 from lossgate.core.step import Gathered, LossPlan, reads_metrics, training_due
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.status import Phase
-from lossgate.ports import LossSeriesRef, MetricsSource, TrafficRouter, VersionSource
-from lossgate.reconcile.limits import read_label_evidence, read_loss_intervals, read_training_run
+from lossgate.ports import GuardrailSeriesRef, LossSeriesRef, MetricsSource, TrafficRouter, VersionSource
+from lossgate.reconcile.limits import (
+    read_class_losses,
+    read_guardrail,
+    read_label_evidence,
+    read_loss_intervals,
+    read_training_run,
+)
 from lossgate.reconcile.threads import to_thread
 
 TRAINING_POINTS = 2000  # Prometheus answers at most 11,000 points per series; stay well under
@@ -39,6 +47,9 @@ async def gather(
     scrape_lag: timedelta = timedelta(0),
     versions: VersionSource | None = None,
     label_checks: bool = False,
+    checks_plan: ChecksPlan | None = None,
+    guardrails: tuple[GuardrailSeriesRef, ...] = (),
+    per_class: bool = False,
 ) -> Gathered:
     command = command_from_annotations(annotations)
     weights_task = to_thread(router.get_weights)
@@ -53,8 +64,12 @@ async def gather(
     labels_task = _labels(
         status, metrics, loss_ref, now - scrape_lag, label_checks and reads_metrics(command)
     )
-    weights, (loss, probe), training, version, labels = await asyncio.gather(
-        weights_task, loss_task, training_task, version_task, labels_task
+    checks_on = checks_plan is not None and reads_metrics(command)
+    checks_task = _checks(
+        metrics, checks_plan if checks_on else None, guardrails, loss_ref, per_class, now - scrape_lag
+    )
+    weights, (loss, probe), training, version, labels, (checks, classes, closed) = await asyncio.gather(
+        weights_task, loss_task, training_task, version_task, labels_task, checks_task
     )
     return Gathered(
         generation=generation,
@@ -65,7 +80,41 @@ async def gather(
         training=training,
         canary_version=version,
         labels=labels,
+        checks=checks,
+        classes=classes,
+        checks_closed=closed,
     )
+
+
+async def _checks(
+    metrics: MetricsSource | Problem,
+    plan: ChecksPlan | None,
+    guardrails: tuple[GuardrailSeriesRef, ...],
+    loss_ref: LossSeriesRef,
+    per_class: bool,
+    end: datetime,
+) -> tuple[dict[str, list[CountInterval] | Problem], dict[str, list[IntervalStats]] | Problem | None, int]:
+    """Every guardrail's and the classes' intervals closed since the checks' state ends (concurrently),
+    and how many intervals closed (the looks the checks advance by, even when a class has no data)."""
+    if plan is None or end <= plan.start:
+        return {}, None, 0
+    interval_ms = round(plan.interval_s * 1000)
+    closed = (round(end.timestamp() * 1000) - round(plan.start.timestamp() * 1000)) // interval_ms
+    if isinstance(metrics, Problem):
+        return {g.name: metrics for g in guardrails}, metrics if per_class else None, closed
+    reads = [read_guardrail(metrics, g, plan.start, end, plan.interval_s) for g in guardrails]
+    got, classes = await asyncio.gather(
+        asyncio.gather(*reads), _classes(metrics, plan, loss_ref, per_class, end)
+    )
+    return {g.name: r for g, r in zip(guardrails, got, strict=True)}, classes, closed
+
+
+async def _classes(
+    metrics: MetricsSource, plan: ChecksPlan, loss_ref: LossSeriesRef, per_class: bool, end: datetime
+) -> dict[str, list[IntervalStats]] | Problem | None:
+    if not per_class:
+        return None
+    return await read_class_losses(metrics, loss_ref, plan.start, end, plan.interval_s)
 
 
 async def _loss(

@@ -13,15 +13,24 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from lossgate.adapters.spec_refs import canary_pods_ref, health_config, judge_config, loss_ref
+from lossgate.adapters.spec_refs import (
+    canary_pods_ref,
+    class_checks,
+    guardrail_checks,
+    guardrail_refs,
+    health_config,
+    judge_config,
+    loss_ref,
+)
 from lossgate.core.actions import EmitEvent, EventType
+from lossgate.core.checks import plan_checks
 from lossgate.core.decision import Decision
 from lossgate.core.evidence import Problem
 from lossgate.core.machine import decide
 from lossgate.core.step import Judged, judge_tick, plan_loss_read
 from lossgate.model import ModelRolloutStatus
 from lossgate.model.conditions import ConditionStatus, ConditionType, Reason, set_condition
-from lossgate.model.status import JudgeState
+from lossgate.model.status import ChecksState, JudgeState
 from lossgate.reconcile.apply import apply
 from lossgate.reconcile.deps import Deps
 from lossgate.reconcile.observe import gather
@@ -58,6 +67,13 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
     metrics = await deps.metrics(ns, spec.analysis.prometheus)
     series, config = loss_ref(ns, spec), judge_config(spec)
     plan = plan_loss_read(spec, status, config, series)
+    guardrails, classes, g_refs = (
+        tuple(guardrail_checks(spec)),
+        class_checks(spec),
+        tuple(guardrail_refs(ns, spec)),
+    )
+    interval_s = spec.analysis.interval.total_seconds()
+    checks_plan = plan_checks(status, interval_s, guardrails, classes, (g_refs, series))
     pods = canary_pods_ref(ns, spec)
     got = await gather(
         spec=spec,
@@ -73,14 +89,25 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         scrape_lag=deps.settings.scrape_lag,
         versions=deps.versions(pods) if pods is not None else None,
         label_checks=deps.settings.label_checks,
+        checks_plan=checks_plan,
+        guardrails=g_refs,
+        per_class=classes is not None,
     )
-    judged = judge_tick(spec, status, plan, got, config, health_config(spec))
+    judged = judge_tick(
+        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes
+    )
     decision = decide(spec, status, judged.observation, now)
     applied = await apply(decision, router=router, objects=deps.objects, namespace=ns, emit=emit)
 
     router_problem = applied.problems[0] if applied.problems else judged.router_problem
     new_status = _reconciler_conditions(decision, router_problem, generation, now)
-    new_status = new_status.model_copy(update={"judge_state": _judge_state(decision, judged)})
+    new_status = new_status.model_copy(
+        update={
+            "judge_state": _judge_state(decision, judged),
+            "checks": list(judged.observation.checks),
+            "checks_state": _checks_state(decision, judged),
+        }
+    )
     write = await _write_status(deps, ns, name, status, new_status)
     if write is None and judged.observation.command is not None:
         annotation = judged.observation.command.annotation
@@ -101,6 +128,14 @@ def _judge_state(decision: Decision, judged: Judged) -> JudgeState | None:
     if judged.judge_state.origin_ms != round(st.step_starts[0].at.timestamp() * 1000):
         return None  # restarted this tick: the next tick judges the new start afresh
     return judged.judge_state
+
+
+def _checks_state(decision: Decision, judged: Judged) -> ChecksState | None:
+    """The checks' running state, kept under the same rules as the judge's."""
+    st, state = decision.status, judged.checks_state
+    if not st.step_starts or state is None or st.terminal:
+        return None
+    return state if state.origin_ms == round(st.step_starts[0].at.timestamp() * 1000) else None
 
 
 def _reconciler_conditions(

@@ -14,13 +14,15 @@ from datetime import datetime
 
 from lossgate.adapters.prometheus.batch import LossRequest, read_batch
 from lossgate.adapters.prometheus.client import PromClient, PrometheusConfig, QueryFailed
+from lossgate.adapters.prometheus.guardrails import GuardrailReader
 from lossgate.adapters.prometheus.labels import read_label_evidence
 from lossgate.adapters.prometheus.loss import LossReader
 from lossgate.adapters.prometheus.promql import TemplateError, escape_label_value, quote
 from lossgate.adapters.prometheus.training import TrainingReader
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
+from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
-from lossgate.ports import LossSeriesRef, MetricsErrorKind
+from lossgate.ports import GuardrailSeriesRef, LossSeriesRef, MetricsErrorKind
 
 __all__ = [
     "LossRequest",
@@ -41,6 +43,7 @@ class PrometheusMetrics:
         self.client = client or PromClient(config)
         self._loss = LossReader(self.client, config)
         self._training = TrainingReader(self.client)
+        self._guardrails = GuardrailReader(self._loss)
 
     def loss_intervals(
         self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
@@ -61,6 +64,28 @@ class PrometheusMetrics:
             return read_batch(self._loss, requests)
         except Exception as err:
             return [_internal(err)] * len(requests)
+
+    def guardrail_intervals(
+        self, ref: GuardrailSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CountInterval] | Problem:
+        """Per aligned interval, each arm's (requests, outcome sum) for one guardrail (guardrails.py)."""
+        try:
+            return self._guardrails.read(ref, start, end, interval_s)
+        except QueryFailed as failed:
+            return failed.problem
+        except Exception as err:
+            return _internal(err)
+
+    def class_loss_intervals(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> dict[str, list[IntervalStats]] | Problem:
+        """loss_intervals per value of the `class` label (the per-class judge's evidence)."""
+        try:
+            return self._guardrails.read_classes(ref, start, end, interval_s)
+        except QueryFailed as failed:
+            return failed.problem
+        except Exception as err:
+            return _internal(err)
 
     def training_run(
         self, run: str, baseline_run: str | None, start: datetime, end: datetime, step_s: float

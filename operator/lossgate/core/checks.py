@@ -1,0 +1,202 @@
+"""The checks beside the pooled loss, one tick at a time: guardrails and per-class losses (pure).
+
+Like the loss judge, every check is a fold whose state lives in status (`status.checksState`), and a
+tick reads only the intervals closed since it ends. All checks move in lockstep: a tick whose read of
+any of them failed advances none, so they always cover the same intervals.
+
+Classes: slots are given to classes in the order they are first seen, at most `max_classes`, and a
+class keeps its slot for the whole rollout, so at most max_classes classes are ever judged (the
+Bonferroni split in core/family.py counts the slots). A class below min_samples_per_class labelled
+canary samples is shown as unjudged and never blocks a promotion; the pooled judge decides for it.
+Classes without a slot are counted in `unslotted`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from lossgate.core import guardrail, judge_codec, judge_fold
+from lossgate.core.evidence import IntervalStats, Problem
+from lossgate.core.guardrail import CheckConfig, CheckFold, CountInterval
+from lossgate.core.judge_types import JudgeConfig
+from lossgate.core.timeline import weight_timeline, with_weights
+from lossgate.core.verdicts import LossVerdict
+from lossgate.model import ModelRolloutStatus
+from lossgate.model.status import ChecksState, CheckStatus
+
+CLASS_PREFIX = "class:"
+
+
+@dataclass(frozen=True)
+class ClassChecks:
+    """How the per-class judge runs (spec.analysis.loss.perClass)."""
+
+    config: JudgeConfig  # alpha_rollback is the class slot's share
+    max_classes: int
+    min_samples: float
+
+
+@dataclass(frozen=True)
+class GuardrailCheck:
+    kind: str  # errorRate | latency
+    config: CheckConfig
+
+
+@dataclass(frozen=True)
+class ChecksPlan:
+    """Where this tick's reads of the checks start, and the folds they continue."""
+
+    origin: datetime
+    start: datetime
+    interval_s: float
+    fingerprint: str
+    looks: int
+    folds: Mapping[str, CheckFold]
+    class_folds: Mapping[str, judge_fold.JudgeFold]
+    unslotted: Mapping[str, float]
+
+
+def plan_checks(
+    status: ModelRolloutStatus,
+    interval_s: float,
+    guardrails: Sequence[GuardrailCheck],
+    classes: ClassChecks | None,
+    series: object,
+) -> ChecksPlan | None:
+    """None when there is nothing to check (no checks, not started, or finished)."""
+    if (not guardrails and classes is None) or not status.step_starts or status.terminal:
+        return None
+    origin = status.step_starts[0].at
+    interval_ms, origin_ms = round(interval_s * 1000), round(origin.timestamp() * 1000)
+    fp = hashlib.sha256(repr((guardrails, classes, series, interval_ms, origin_ms)).encode()).hexdigest()[:32]
+    fresh = ChecksPlan(origin, origin, interval_ms / 1000, fp, 0, {}, {}, {})
+    st = status.checks_state
+    if st is None or st.fingerprint != fp or st.origin_ms != origin_ms or st.interval_ms != interval_ms:
+        return fresh
+    if st.through_ms != origin_ms + st.looks * interval_ms:
+        return fresh
+    try:
+        folds = {g.config.name: guardrail.decode(st.numbers[g.config.name]) for g in guardrails}
+        class_folds = {
+            key.removeprefix(CLASS_PREFIX): judge_codec.decode(numbers)
+            for key, numbers in st.numbers.items()
+            if key.startswith(CLASS_PREFIX)
+        }
+    except (KeyError, ValueError):
+        return fresh  # not ours (another version, or edited): rebuild from the start
+    start = datetime.fromtimestamp(st.through_ms / 1000, tz=UTC)
+    return ChecksPlan(origin, start, interval_ms / 1000, fp, st.looks, folds, class_folds, dict(st.unslotted))
+
+
+@dataclass(frozen=True)
+class ChecksJudged:
+    checks: list[CheckStatus]
+    state: ChecksState | None
+    problem: Problem | None
+
+
+def judge_checks(
+    status: ModelRolloutStatus,
+    plan: ChecksPlan,
+    guardrails: Sequence[GuardrailCheck],
+    classes: ClassChecks | None,
+    read: Mapping[str, list[CountInterval] | Problem],
+    class_read: dict[str, list[IntervalStats]] | Problem | None,
+    closed: int,
+) -> ChecksJudged:
+    """Continue every check's fold with the `closed` intervals read this tick (all or none) and report
+    each. A read of another length than `closed` is not this window's: nothing advances."""
+    problems = [p for p in read.values() if isinstance(p, Problem)]
+    if isinstance(class_read, Problem):
+        problems.append(class_read)
+    folds, class_folds, unslotted = dict(plan.folds), dict(plan.class_folds), dict(plan.unslotted)
+    looks = plan.looks
+    lengths = {len(v) for v in read.values() if isinstance(v, list)}
+    if isinstance(class_read, dict):
+        lengths |= {len(v) for v in class_read.values()}
+    if not problems and lengths <= {closed} and closed > 0:
+        timeline = weight_timeline(status)
+        for g in guardrails:
+            got = read.get(g.config.name)
+            if isinstance(got, list) and got:
+                fold = folds.get(g.config.name, CheckFold())
+                folds[g.config.name] = guardrail.advance(fold, with_weights(got, timeline), g.config)
+        if classes is not None and isinstance(class_read, dict):
+            _advance_classes(classes, class_read, class_folds, unslotted, timeline)
+        looks += closed
+    out = [_guardrail_status(g, folds.get(g.config.name, CheckFold())) for g in guardrails]
+    if classes is not None:
+        out += [_class_status(name, fold, classes) for name, fold in sorted(class_folds.items())]
+        out += [
+            CheckStatus(
+                name=name, kind="classLoss", verdict=LossVerdict.INSUFFICIENT_DATA.value, judged=False,
+                n_canary=n, reason=f"class {name}: no slot (maxClasses {classes.max_classes}); not judged",
+            )
+            for name, n in sorted(unslotted.items())
+        ]  # fmt: skip
+    interval_ms, origin_ms = round(plan.interval_s * 1000), round(plan.origin.timestamp() * 1000)
+    numbers = {name: guardrail.encode(f) for name, f in folds.items()}
+    numbers |= {CLASS_PREFIX + name: judge_codec.encode(f) for name, f in class_folds.items()}
+    state = ChecksState(
+        origin_ms=origin_ms,
+        through_ms=origin_ms + looks * interval_ms,
+        interval_ms=interval_ms,
+        fingerprint=plan.fingerprint,
+        looks=looks,
+        numbers=numbers,
+        unslotted=unslotted,
+    )
+    return ChecksJudged(out, state, problems[0] if problems else None)
+
+
+def _advance_classes(
+    classes: ClassChecks,
+    read: Mapping[str, list[IntervalStats]],
+    folds: dict[str, judge_fold.JudgeFold],
+    unslotted: dict[str, float],
+    timeline: list[tuple[float, int]],
+) -> None:
+    """Fold each slotted class's intervals; give free slots to new classes, largest first (a class
+    first seen late starts its own fold then: its look numbers count from its first interval)."""
+    new = sorted((c for c in read if c not in folds), key=lambda c: -sum(iv.canary.n for iv in read[c]))
+    for name in new:
+        if len(folds) < classes.max_classes:
+            folds[name] = judge_fold.JudgeFold()
+        else:
+            unslotted[name] = unslotted.get(name, 0.0) + sum(iv.canary.n for iv in read[name])
+    for name, fold in folds.items():
+        got = read.get(name)
+        if got:
+            folds[name] = judge_fold.advance(fold, with_weights(got, timeline), classes.config)
+
+
+def _guardrail_status(g: GuardrailCheck, fold: CheckFold) -> CheckStatus:
+    r = guardrail.conclude(fold, g.config)
+    return CheckStatus(
+        name=r.name, kind=g.kind, verdict=r.verdict.value, n_baseline=r.n_baseline, n_canary=r.n_canary,
+        mean_baseline=r.mean_baseline, mean_canary=r.mean_canary, delta=r.delta, cs_low=r.cs_low,
+        cs_high=r.cs_high, margin=r.margin, p_regression=r.p_regression, p_not_worse=r.p_not_worse,
+        alpha=r.alpha_rollback, reason=r.reason,
+    )  # fmt: skip
+
+
+def _class_status(name: str, fold: judge_fold.JudgeFold, classes: ClassChecks) -> CheckStatus:
+    r = judge_fold.conclude(fold, classes.config)
+    judged = r.n_canary >= classes.min_samples
+    reason = (
+        f"class {name}: {r.reason}"
+        if judged
+        else (
+            f"class {name}: {r.n_canary:.0f}/{classes.min_samples:.0f} canary samples; not judged, "
+            "the pooled judge decides"
+        )
+    )
+    return CheckStatus(
+        name=name, kind="classLoss", verdict=r.verdict.value, judged=judged, n_baseline=r.n_baseline,
+        n_canary=r.n_canary, mean_baseline=r.mean_baseline, mean_canary=r.mean_canary, delta=r.theta_hat,
+        cs_low=r.cs_low, cs_high=r.cs_high, margin=r.margin, p_regression=r.p_regression,
+        p_not_worse=r.p_not_worse, alpha=classes.config.alpha_rollback, reason=reason,
+    )  # fmt: skip
