@@ -6,7 +6,7 @@ import argparse
 from typing import Any, TextIO
 
 from lossgate.adapters.kube import typed
-from lossgate.cli.kubeconn import CliError
+from lossgate.cli.kubeconn import CliError, UsageError
 from lossgate.core.observation import ManualCommand
 
 CONTROL_HELP = {
@@ -71,9 +71,12 @@ def add_commands(sub: Any) -> None:
 
 
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run a subcommand; problems are one line on stderr and exit code 1."""
+    """Run a subcommand; problems are one line on stderr: exit code 2 for argument errors, else 1."""
     try:
         return _dispatch(args, out)
+    except UsageError as e:
+        err.write(f"error: {e}\n")
+        return 2
     except CliError as e:
         err.write(f"error: {e}\n")
         return 1
