@@ -42,15 +42,24 @@ def test_missing_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         2,
         "error: give --spec, or all of --model, --baseline and --canary (missing --canary)\n",
     )
-    # And argparse's own errors (a required flag) are one line with exit 2 too
+    # And a missing --from is the same
+    r = run("replay", *SERIES)
+    assert (r.rc, r.err) == (
+        2,
+        "error: give --from T (or a ROLLOUT name, or --simulate with a rollout manifest)\n",
+    )
+    # And argparse's own errors (a value of the wrong type) are one line with exit 2 too
     from lossgate.cli.main import main
 
     with pytest.raises(SystemExit) as exit_:
-        main(["replay", *SERIES])
+        main(["replay", *SERIES, "--from", "now-1h", "--alpha-rollback", "x"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "the following arguments are required: --from" in err
+    assert err == (
+        "error: lossgate replay: argument --alpha-rollback: invalid float value: 'x' "
+        "(see `lossgate replay --help`)\n"
+    )
 
 
 def test_a_bad_time_exits_2() -> None:

@@ -126,11 +126,19 @@ def plot_arg(path: str | None) -> None:
         raise UsageError(f"--plot {path}: directory {folder} is not writable")
 
 
-def load_spec(path: str) -> ModelRolloutSpec:
+def load_manifest(path: str) -> dict[str, Any]:
+    """The YAML document at `path`: a ModelRollout (kubectl get -o yaml) or its bare spec."""
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise UsageError(f"--spec {path}: {err}") from err
+    if not isinstance(doc, dict):
+        raise UsageError(f"--spec {path}: not a ModelRollout manifest (a YAML mapping)")
+    return doc if "spec" in doc else {"spec": doc}
+
+
+def load_spec(path: str) -> ModelRolloutSpec:
+    doc: Any = load_manifest(path)
     if isinstance(doc, dict) and "spec" in doc:
         doc = doc["spec"]
     try:
@@ -209,6 +217,12 @@ def look_table(looks: Sequence[Look]) -> Table:
 
 def run_replay(args: argparse.Namespace, out: TextIO) -> int:
     plot_arg(args.plot)
+    if args.name or args.simulate:
+        from lossgate.cli.backtest_cmd import run_simulation
+
+        return run_simulation(args, out)
+    if args.from_ is None:
+        raise UsageError("give --from T (or a ROLLOUT name, or --simulate with a rollout manifest)")
     start, end = parse_time(args.from_), parse_time(args.to)
     if end <= start:
         raise UsageError(f"--to ({iso(end)}) must be after --from ({iso(start)})")
