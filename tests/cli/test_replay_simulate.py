@@ -5,6 +5,7 @@ onMaxDuration, the regression rule; every decision equal to core.backtest on the
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from lossgate.core.evidence import ArmStats, IntervalStats
 from lossgate.model import ModelRolloutSpec
 from lossgate_dev.devenv.prom import Prometheus
 from tests.cli.conftest import manifest, run
+from tests.cli.png import TAB_RED, colour_share, dimensions
 from tests.cli.promdata import ArmPlan, History
 
 pytestmark = pytest.mark.prom
@@ -122,3 +124,44 @@ def test_reweighting_thins_one_arm_to_the_steps_split() -> None:
     for got in (low.canary, high.baseline):
         assert got.sum / got.n == pytest.approx(0.4)
         assert got.sumsq / got.n == pytest.approx(0.52)
+
+
+def test_a_sweep_over_margins_and_alphas(prometheus: Prometheus, tmp_path: Path) -> None:
+    # Given the regressing A/B history (canary +0.07 nats) and a one-step rollout of at most 30 minutes
+    h = history(0.47, "sim-sweep")
+    prometheus.backfill(h.openmetrics())
+    body = manifest("x", prometheus=prometheus.url, model=h.model, steps=[{"weight": 50}, {"weight": 100}],
+                    stepDefaults={"minSamples": 300, "minDuration": "10m"})  # fmt: skip
+    path, png = tmp_path / "rollout.yaml", tmp_path / "sweep.png"
+    path.write_text(yaml.safe_dump(body))
+    # When replay sweeps four margins and two alpha pairs
+    r = run("replay", "--spec", str(path), "--simulate", "--from", str(h.start), "--to",
+            str(h.start + INTERVALS * 30), "--sweep-margin", "0.01,0.02,0.03,0.1",
+            "--sweep-alpha", "0.01/0.05,0.001/0.01", "-o", "json", "--plot", str(png))  # fmt: skip
+    assert r.rc == 0, r.err
+    rows = r.json()["settings"]
+    # Then there is one row per setting, each as a backtest with that margin and those alphas decides
+    assert len(rows) == 8
+    parsed = ModelRolloutSpec.model_validate(body["spec"])
+    origin = datetime.fromtimestamp(h.start, UTC)
+    for row in rows:
+        alphas = {"alpha_rollback": row["alpha_rollback"], "alpha_promote": row["alpha_promote"]}
+        config = replace(judge_config(parsed), margin=row["margin"], relative_margin=None, **alphas)
+        bt = backtest(parsed, config, h.expected(), origin, origin + timedelta(seconds=INTERVALS * 30),
+                      recorded_split=0.5)  # fmt: skip
+        assert row["decision"] == (bt.outcome.kind if bt.outcome else "none"), row
+    # And small margins roll back, sooner the smaller; a margin above the true difference (0.1 > 0.07)
+    # promotes when the 10-minute step ends
+    by = {(row["margin"], row["alpha_rollback"]): row for row in rows}
+    for alpha in (0.01, 0.001):
+        assert [by[(m, alpha)]["decision"] for m in (0.01, 0.02)] == ["Rollback", "Rollback"]
+        assert by[(0.01, alpha)]["minutes"] < by[(0.02, alpha)]["minutes"]
+        assert by[(0.1, alpha)]["decision"] == "Promote"
+        # And a stricter alpha never decides sooner
+        assert by[(0.01, 0.001)]["minutes"] >= by[(0.01, 0.01)]["minutes"]
+    # And the trade-off a sweep is for: at 0.03 nats the stricter alphas do not show the regression
+    # within the step, and the NoRegression policy promotes the worse canary
+    assert (by[(0.03, 0.01)]["decision"], by[(0.03, 0.01)]["reason"]) == ("Rollback", "LossRegression")
+    assert (by[(0.03, 0.001)]["decision"], by[(0.03, 0.001)]["reason"]) == ("Promote", "PromotedNoRegression")
+    assert dimensions(png) == (900, 650)
+    assert colour_share(png, TAB_RED) > 0.0005

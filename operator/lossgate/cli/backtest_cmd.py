@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -26,6 +26,7 @@ from lossgate.cli.kubeconn import CliError, UsageError
 from lossgate.cli.trail import iso
 from lossgate.core.backtest import MOVES, Backtest, Tick, backtest
 from lossgate.core.evidence import IntervalStats, Problem
+from lossgate.core.judge_types import JudgeConfig
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus, parse_duration
 
 
@@ -99,14 +100,28 @@ def measured_split(intervals: list[IntervalStats]) -> float:
     return nc / (nb + nc)
 
 
-def simulate(
+@dataclass(frozen=True)
+class History:
+    """What a backtest runs over: the intervals read once, where the clock starts and stops."""
+
+    mode: str  # "rollout" (a past rollout's timeline) or "fixed-split" (an A/B history)
+    address: str
+    origin: datetime
+    end: datetime
+    lag: timedelta
+    wakeups: tuple[datetime, ...]
+    split: float | None
+    intervals: list[IntervalStats]
+    notes: list[str]
+
+
+def prepare(
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus | None,
     namespace: str,
     args: argparse.Namespace,
     now: datetime,
-) -> dict[str, Any]:
-    """Run the backtest and build the report (the JSON document; the table prints from it)."""
+) -> History:
     from lossgate.cli.replay import parse_time
 
     address = args.prometheus or spec.analysis.prometheus.address
@@ -122,48 +137,50 @@ def simulate(
         if args.to != "now":
             end = parse_time(args.to, now)
         wakeups = tuple(h.time for h in status.history if h.time > origin)
-        split = None
-        mode = "rollout"
-    else:
-        if args.from_ is None:
-            raise UsageError(
-                "--simulate over an A/B history needs --from (or a rollout with status.stepStarts)"
-            )
-        origin, end, wakeups, mode = parse_time(args.from_, now), parse_time(args.to, now), (), "fixed-split"
-        split = None
+        intervals = read(address, namespace, spec, origin, end)
+        return History("rollout", address, origin, end, lag, wakeups, None, intervals, notes)
+    if args.from_ is None:
+        raise UsageError("--simulate over an A/B history needs --from (or a rollout with status.stepStarts)")
+    origin, end = parse_time(args.from_, now), parse_time(args.to, now)
+    if end <= origin:
+        raise UsageError(f"--to ({iso(end)}) must be after --from ({iso(origin)})")
     intervals = read(address, namespace, spec, origin, end)
-    if mode == "fixed-split":
-        split = args.split if args.split is not None else measured_split(intervals)
-        notes.append(
-            f"A/B history at a fixed split ({100 * split:.1f}% canary): each step sees it thinned to "
-            f"its own split; times to reach sample quotas are those of the recorded traffic"
-        )
-    bt = backtest(
-        ungated(spec),
-        judge_config(spec),
-        intervals,
-        origin,
-        end,
-        scrape_lag=lag,
-        wakeups=wakeups,
-        recorded_split=split,
+    split = args.split if args.split is not None else measured_split(intervals)
+    if not 0 < split < 1:
+        raise UsageError(f"--split {split}: the canary's fraction of the recorded traffic, in (0, 1)")
+    notes.append(
+        f"A/B history at a fixed split ({100 * split:.1f}% canary): each step sees it thinned to its own "
+        "split; times to reach sample quotas are those of the recorded traffic"
     )
+    return History("fixed-split", address, origin, end, lag, (), split, intervals, notes)
+
+
+def run_history(spec: ModelRolloutSpec, config: JudgeConfig, h: History) -> Backtest:
+    return backtest(ungated(spec), config, h.intervals, h.origin, h.end, scrape_lag=h.lag, wakeups=h.wakeups,
+                    recorded_split=h.split)  # fmt: skip
+
+
+def simulate(
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus | None,
+    namespace: str,
+    args: argparse.Namespace,
+    now: datetime,
+) -> dict[str, Any]:
+    """Run the backtest and build the report (the JSON document; the table prints from it)."""
+    h = prepare(spec, status, namespace, args, now)
+    bt = run_history(spec, judge_config(spec), h)
+    interval = spec.analysis.interval
     doc: dict[str, Any] = {
-        "mode": mode,
-        "prometheus": address,
-        "origin": iso(origin),
-        "end": iso(end),
-        "intervalSeconds": interval.total_seconds(),
-        "scrapeLagSeconds": lag.total_seconds(),
-        "recordedSplit": split,
-        "notes": notes,
-        "moves": replayed_moves(bt),
-        "ticks": [_tick_json(t) for t in bt.ticks],
-        "outcome": _outcome(bt, end),
-    }
-    if mode == "rollout" and status is not None:
+        "mode": h.mode, "prometheus": h.address, "origin": iso(h.origin), "end": iso(h.end),
+        "intervalSeconds": interval.total_seconds(), "scrapeLagSeconds": h.lag.total_seconds(),
+        "recordedSplit": h.split, "notes": h.notes,
+        "moves": replayed_moves(bt), "ticks": [_tick_json(t) for t in bt.ticks],
+        "outcome": _outcome(bt, h.end),
+    }  # fmt: skip
+    if h.mode == "rollout" and status is not None:
         rec = recorded_moves(status)
-        diffs = compare(doc["moves"], rec, interval + lag)
+        diffs = compare(doc["moves"], rec, interval + h.lag)
         doc |= {"recorded": rec, "matches": not diffs, "differences": diffs}
     return doc
 
@@ -239,6 +256,10 @@ def run_simulation(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError(f"{where} cannot be read: {err}") from err
     if args.name and (status is None or not status.step_starts):
         raise CliError(f"{where} has not moved traffic yet (no status.stepStarts): nothing to replay")
+    if args.sweep_margin or args.sweep_alpha:
+        from lossgate.cli.sweep import run_sweep
+
+        return run_sweep(spec, prepare(spec, status, namespace, args, now), args, out)
     doc = simulate(spec, status, namespace, args, now)
     if args.output == "json":
         out.write(json.dumps(doc, indent=2) + "\n")

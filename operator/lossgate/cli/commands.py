@@ -58,6 +58,13 @@ def add_commands(sub: Any) -> None:
         help="--simulate on an A/B history: its canary fraction (measured)",
     )
     r.add_argument("--scrape-lag", default="15s", help="--simulate: the operator's LOSSGATE_SCRAPE_LAG_S")
+    r.add_argument("--sweep-margin", default=None, metavar="M1,M2", help="--simulate once per margin (nats)")
+    r.add_argument(
+        "--sweep-alpha",
+        default=None,
+        metavar="A|R/P,...",
+        help="--simulate once per alpha (or rollback/promote)",
+    )
     r.add_argument("--prometheus", default=None, help="Prometheus URL (default: the spec's)")
     r.add_argument("--model", default=None, help="`model` label of the serving metrics")
     r.add_argument("--baseline", default=None, help="baseline `version` label")
