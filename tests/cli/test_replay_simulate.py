@@ -19,7 +19,7 @@ from lossgate.core.evidence import ArmStats, IntervalStats
 from lossgate.model import ModelRolloutSpec
 from lossgate_dev.devenv.prom import Prometheus
 from tests.cli.conftest import manifest, run
-from tests.cli.png import TAB_RED, colour_share, dimensions
+from tests.cli.png import TAB_PURPLE, TAB_RED, colour_share, dimensions
 from tests.cli.promdata import ArmPlan, History
 
 pytestmark = pytest.mark.prom
@@ -33,12 +33,14 @@ def history(canary_mean: float, model: str) -> History:
                    ArmPlan("v42", 400, canary_mean, 0.6, 500))  # fmt: skip
 
 
-def simulate(prometheus: Prometheus, tmp_path: Path, h: History, **spec: Any) -> tuple[dict[str, Any], Any]:
+def simulate(
+    prometheus: Prometheus, tmp_path: Path, h: History, *extra: str, **spec: Any
+) -> tuple[dict[str, Any], Any]:
     body = manifest("x", prometheus=prometheus.url, model=h.model, **spec)
     path = tmp_path / "rollout.yaml"
     path.write_text(yaml.safe_dump(body))
     r = run("replay", "--spec", str(path), "--simulate", "--from", str(h.start),
-            "--to", str(h.start + INTERVALS * 30), "-o", "json")  # fmt: skip
+            "--to", str(h.start + INTERVALS * 30), "-o", "json", *extra)  # fmt: skip
     assert r.rc == 0, r.err
     parsed = ModelRolloutSpec.model_validate(body["spec"])
     origin = datetime.fromtimestamp(h.start, UTC)
@@ -54,7 +56,8 @@ def test_a_regressing_canary_is_rolled_back_on_the_virtual_clock(
     h = history(0.47, "sim-regress")
     prometheus.backfill(h.openmetrics())
     # When the rollout is simulated with one 10-minute analysis step at 50% (the recorded split)
-    doc, want = simulate(prometheus, tmp_path, h, steps=[{"weight": 50}, {"weight": 100}],
+    png = tmp_path / "backtest.png"
+    doc, want = simulate(prometheus, tmp_path, h, "--plot", str(png), steps=[{"weight": 50}, {"weight": 100}],
                          stepDefaults={"minSamples": 300, "minDuration": "10m"})  # fmt: skip
     # Then the decisions are core.backtest's on the intervals the counters imply
     assert doc["moves"] == [
@@ -72,6 +75,11 @@ def test_a_regressing_canary_is_rolled_back_on_the_virtual_clock(
     assert last["cs_low"] > last["margin"] == 0.02
     assert doc["outcome"].startswith("Rollback (LossRegression) at ")
     assert doc["recordedSplit"] == 0.5
+    # And --plot draws the judge's trail as the simulated rollout judged it, the step boundary and the
+    # rollback (red) marked with its rule
+    assert dimensions(png) == (1100, 650)
+    assert colour_share(png, TAB_RED) > 0.001
+    assert colour_share(png, TAB_PURPLE) > 0.0002
 
 
 def test_steps_quotas_and_max_duration_are_replayed(prometheus: Prometheus, tmp_path: Path) -> None:

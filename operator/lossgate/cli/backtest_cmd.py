@@ -170,6 +170,10 @@ def simulate(
     """Run the backtest and build the report (the JSON document; the table prints from it)."""
     h = prepare(spec, status, namespace, args, now)
     bt = run_history(spec, judge_config(spec), h)
+    if args.plot:
+        from lossgate.cli.backtest_plot import draw_backtest
+
+        draw_backtest(spec, judge_config(spec), h, bt, args.plot)
     interval = spec.analysis.interval
     doc: dict[str, Any] = {
         "mode": h.mode, "prometheus": h.address, "origin": iso(h.origin), "end": iso(h.end),

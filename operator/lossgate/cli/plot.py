@@ -29,8 +29,11 @@ def draw(
     title: str,
     decision: Look | None,
     weights: Sequence[tuple[datetime, int]] = (),
+    mark: tuple[bool, str] | None = None,
 ) -> None:
-    """Write the PNG to `out`. `weights`: each step's start and canary weight (drawn as boundaries)."""
+    """Write the PNG to `out`. `weights`: each step's start and canary weight (drawn as boundaries).
+    `mark`: (rolled back?, the rule) for a decision the state machine took at `decision`'s look (a
+    quota or a timeout) rather than the judge's verdict there."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,21 +66,26 @@ def draw(
     lo, hi, clipped = y_limits(looks)
     ax.set_ylim(lo, hi)
     if clipped:
-        ax.text(0.995, 0.02, f"y clipped: {clipped} early look(s) wider than shown", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8, color="dimgray")  # fmt: skip
+        ax.text(0.995, 0.98, f"y clipped: {clipped} early look(s) wider than shown", transform=ax.transAxes,
+                ha="right", va="top", fontsize=8, color="dimgray")  # fmt: skip
     for at, w in weights:  # step boundaries, labelled with the weight that starts there
         ax.axvline(at, color="tab:purple", linestyle=":", linewidth=1)
-        ax.annotate(f"{w}%", (at, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
+        ax.annotate(f"{w}%", (at, 0.0), xycoords=("data", "axes fraction"), xytext=(2, 3),
                     textcoords="offset points", color="tab:purple", fontsize=8)  # fmt: skip
     if decision is not None:
-        regression = decision.verdict == LossVerdict.REGRESSION
-        color, word = ("tab:red", "roll back") if regression else ("tab:green", "promote (not worse)")
+        regression, rule = (
+            mark if mark is not None else (decision.verdict == LossVerdict.REGRESSION, decision.rule)
+        )
+        color, word = ("tab:red", "roll back") if regression else ("tab:green", "promote")
         ax.axvline(decision.time, color=color, linewidth=1.5)
         ax.plot([decision.time], [decision.delta], marker="X", markersize=12, color=color, linestyle="none",
-                label=f"decision: {word} ({decision.rule})")  # fmt: skip
-        ax.annotate(f"{word} by the {decision.rule}\nlook {decision.look}, {decision.n_canary:,.0f} canary "
-                    f"samples", (decision.time, min(max(decision.delta, lo), hi)), xytext=(10, 10),
-                    textcoords="offset points", color=color, fontsize=9)  # fmt: skip
+                label=f"decision: {word} ({rule})")  # fmt: skip
+        late = decision.look > 0.7 * len(looks)  # near the right edge: the label goes to the left
+        ax.annotate(f"{word}: {rule}\nlook {decision.look}, {decision.n_canary:,.0f} canary samples",
+                    (decision.time, min(max(decision.delta, lo), hi)), xytext=(-10 if late else 10, 10),
+                    textcoords="offset points", color=color, fontsize=9,
+                    ha="right" if late else "left",
+                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})  # fmt: skip
     ax.set_ylabel("mean loss difference (nats)")
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
