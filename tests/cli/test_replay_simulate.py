@@ -80,6 +80,16 @@ def test_a_regressing_canary_is_rolled_back_on_the_virtual_clock(
     assert dimensions(png) == (1100, 650)
     assert colour_share(png, TAB_RED) > 0.001
     assert colour_share(png, TAB_PURPLE) > 0.0002
+    # And the table says the same: one line per traffic move, then the outcome
+    table = run("replay", "--spec", str(tmp_path / "rollout.yaml"), "--simulate", "--from", str(h.start),
+                "--to", str(h.start + INTERVALS * 30))  # fmt: skip
+    lines = table.out.splitlines()
+    assert lines[0].startswith("note: A/B history at a fixed split (50.0% canary)")
+    assert [line.split()[1:3] for line in lines[2:4]] == [
+        ["Start", "Started"],
+        ["Rollback", "LossRegression"],
+    ]
+    assert lines[4] == f"replay: {doc['outcome']}"
 
 
 def test_steps_quotas_and_max_duration_are_replayed(prometheus: Prometheus, tmp_path: Path) -> None:
