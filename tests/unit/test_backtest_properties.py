@@ -122,3 +122,27 @@ def test_the_catastrophic_guard_rolls_back_through_the_state_machine() -> None:
     assert [(m.kind, m.reason) for m in bt.moves] == [("Start", "Started"), ("Rollback", "CatastrophicLoss")]
     assert bt.moves[-1].time - T0 < timedelta(minutes=10)
     assert "catastrophic" in bt.moves[-1].message
+
+
+def test_a_truncated_history_is_compared_from_its_oldest_kept_move() -> None:
+    from lossgate.cli.backtest_cmd import comparable, compare
+
+    def move(t: str, kind: str, step: int) -> dict[str, Any]:
+        return {"time": f"2026-03-01T12:{t}Z", "kind": kind, "reason": kind, "step": step}
+
+    replayed = [move("00:00", "Start", 1), move("05:00", "Advance", 2), move("10:00", "Advance", 3),
+                move("15:00", "Promote", 4)]  # fmt: skip
+    # Given a status.history that lost its oldest entries (only the last 20 decisions are kept)
+    recorded = [move("10:01", "Advance", 3), move("15:00", "Promote", 4)]
+    # Then the replay is compared from the oldest move still recorded, and matches
+    mine = comparable(replayed, recorded, timedelta(seconds=45))
+    assert mine == replayed[2:]
+    assert compare(mine, recorded, timedelta(seconds=45)) == []
+    # And a complete history is compared whole: a missing move is a difference
+    assert compare(replayed, [move("00:00", "Start", 1), *recorded], timedelta(seconds=45)) == [
+        "decision 2: replay Advance (Advance, step 2) at 2026-03-01T12:05:00Z, operator Advance (Advance, "
+        "step 3) at 2026-03-01T12:10:01Z",
+        "decision 3: replay Advance (Advance, step 3) at 2026-03-01T12:10:00Z, operator Promote (Promote, "
+        "step 4) at 2026-03-01T12:15:00Z",
+        "decision 4: replay Promote (Promote, step 4) at 2026-03-01T12:15:00Z, operator none",
+    ]

@@ -28,6 +28,7 @@ from lossgate.core.backtest import MOVES, Backtest, Tick, backtest
 from lossgate.core.evidence import IntervalStats, Problem
 from lossgate.core.judge_types import JudgeConfig
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus, parse_duration
+from lossgate.model.status import HISTORY_LIMIT
 
 
 def recorded_moves(status: ModelRolloutStatus) -> list[dict[str, Any]]:
@@ -60,6 +61,18 @@ def compare(
         elif abs(_t(a["time"]) - _t(b["time"])) > tolerance:
             out.append(f"decision {k + 1} ({a['kind']}): replay at {a['time']}, operator at {b['time']}")
     return out
+
+
+def comparable(
+    replayed: list[dict[str, Any]], recorded: list[dict[str, Any]], tolerance: timedelta
+) -> list[dict[str, Any]]:
+    """The replayed moves status.history can still be compared with: it keeps only the last
+    HISTORY_LIMIT decisions, so when its oldest kept move is not the start, the replay's moves before
+    that one (less the tolerance) have nothing left to compare with."""
+    if not recorded or recorded[0]["kind"] == "Start":
+        return replayed
+    since = _t(recorded[0]["time"]) - tolerance
+    return [m for m in replayed if _t(m["time"]) >= since]
 
 
 def _move(m: dict[str, Any] | None) -> str:
@@ -184,7 +197,11 @@ def simulate(
     }  # fmt: skip
     if h.mode == "rollout" and status is not None:
         rec = recorded_moves(status)
-        diffs = compare(doc["moves"], rec, interval + h.lag)
+        mine = comparable(doc["moves"], rec, interval + h.lag)
+        if len(mine) < len(doc["moves"]):
+            doc["notes"].append(f"status.history keeps the last {HISTORY_LIMIT} decisions: compared from "
+                                f"{rec[0]['time']}, the oldest kept")  # fmt: skip
+        diffs = compare(mine, rec, interval + h.lag)
         doc |= {"recorded": rec, "matches": not diffs, "differences": diffs}
     return doc
 
