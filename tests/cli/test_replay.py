@@ -62,7 +62,10 @@ def test_replay_decisions_equal_the_judges(prometheus: Prometheus, tmp_path: Pat
     assert set(verdicts[: first - 1]) <= {"InsufficientData", "Undecided"}
     assert doc["decision"]["look"] == first
     assert doc["decision"]["cs_low"] > 0.02
-    assert doc["outcome"].startswith("would ROLL BACK (regression) at ")
+    assert doc["outcome"].startswith("would ROLL BACK (regression test: one-sided 99% lower bound ")
+    assert doc["decision"]["rule"] == "regression test"
+    assert doc["decision"]["catastrophic"] is False
+    assert doc["decision"]["p_catastrophic"] > 0.001
     # And the PNG is a real picture: 1100x650, tens of kB, with the CS band, the margin and the samples
     assert dimensions(png) == (1100, 650)
     assert png.stat().st_size > 30_000
@@ -100,6 +103,32 @@ def test_replay_with_a_spec_prints_the_trail(prometheus: Prometheus, tmp_path: P
     ]
     assert tagged[0]["n_canary"] == 0
     assert tagged[1]["n_canary"] == intervals[1].canary.n
+
+
+def test_json_says_which_rule_rolled_back_and_what_the_window_drops(prometheus: Prometheus) -> None:
+    # Given a canary with the same mean loss but 25 times the baseline's rate of losses above 4.6 nats
+    start = int(time.time()) // 60 * 60 - 3 * 3600
+    h = History("cat-scorer", start, 30, 20, ArmPlan("v41", 400, 0.40, 0.6, 500),
+                ArmPlan("v42", 400, 0.40, 0.6, 20))  # fmt: skip
+    prometheus.backfill(h.openmetrics())
+    # When replay runs with a wide margin (the mean alone never rolls back)
+    args = ("replay", "--prometheus", prometheus.url, "--model", "cat-scorer", "--baseline", "v41",
+            "--canary", "v42", "--from", str(start), "--to", str(start + 600), "--interval", "30s",
+            "--margin", "0.5", "--weight", "50")  # fmt: skip
+    doc = run(*args, "-o", "json").json()
+    # Then the JSON names the catastrophic guard as the rule, with its p-value, at every look
+    d = doc["decision"]
+    assert (d["verdict"], d["rule"], d["catastrophic"]) == ("Regression", "catastrophic guard", True)
+    assert d["p_catastrophic"] <= 0.001
+    assert all("p_catastrophic" in lk and "catastrophic" in lk for lk in doc["looks"])
+    assert doc["outcome"].startswith("would ROLL BACK (catastrophic guard: ")
+    # And it says that the counters at --from are the base and that --weight drops the first interval
+    base, dropped = doc["notes"]
+    assert base.startswith(f"the counters at --from ({doc['from']}) are the base: the first look is")
+    assert dropped.startswith("--weight 50: the first interval (")
+    assert "is dropped" in dropped
+    table = run(*args)
+    assert f"note: {base}" in table.out.replace("\n", " ")
 
 
 def test_replay_without_data_is_a_clear_error(prometheus: Prometheus) -> None:

@@ -3,13 +3,16 @@ HTTPRoute it writes, and a driver that sends traffic by those weights."""
 
 from __future__ import annotations
 
+import json
 import urllib.request
+from typing import Any
 
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from lossgate_dev.demo.stack import Stack
+from lossgate_dev.demo.stack import SCRAPE_LAG_S, Stack
 from lossgate_dev.devenv.procs import wait_until
+from tests.cli.conftest import run
 from tests.e2e.conftest import TERMINAL, Launch, history
 
 
@@ -47,6 +50,10 @@ def test_good_canary_is_promoted(stack: Stack, namespace: str, launch: Launch) -
     # And a finished rollout keeps only the time of its last tick, not stale judge numbers
     assert ("lossgate_judge_delta_nats", "") not in metrics
     assert metrics[("lossgate_last_analysis_timestamp_seconds", "")] > 0
+    # And `lossgate replay digits` (the state machine over the same Prometheus history, on a virtual
+    # clock) takes the operator's decisions
+    replay = replayed(stack, namespace)
+    assert [m["kind"] for m in replay["moves"]] == ["Start", "Advance", "Advance", "Promote"], replay
 
 
 def test_worse_canary_is_rolled_back_with_the_numbers(stack: Stack, namespace: str, launch: Launch) -> None:
@@ -76,6 +83,12 @@ def test_worse_canary_is_rolled_back_with_the_numbers(stack: Stack, namespace: s
     assert len(mine) == 1
     assert mine[0].type == "Warning"
     assert "rolled back v2 to 0%" in mine[0].message
+    # And `lossgate replay digits` takes the same decisions as the operator, at the same looks
+    replay = replayed(stack, namespace)
+    assert [(m["kind"], m["reason"]) for m in replay["moves"]] == [
+        ("Start", "Started"),
+        ("Rollback", "LossRegression"),
+    ]
 
 
 def test_nonfinite_training_run_blocks_before_traffic_moves(
@@ -95,6 +108,19 @@ def test_nonfinite_training_run_blocks_before_traffic_moves(
     assert health["verdict"] == "Fail"
     assert health["nonFiniteSteps"] >= 100
     assert "Start" not in trail
+
+
+def replayed(stack: Stack, namespace: str) -> dict[str, Any]:
+    """`lossgate replay digits -o json` against the stack's API server and Prometheus, with the
+    operator's scrape lag; asserts that it reproduced the operator's traffic moves."""
+    r = run("replay", "digits", "-n", namespace, "--kubeconfig", str(stack.plane.kubeconfig),
+            "--scrape-lag", f"{SCRAPE_LAG_S}s", "-o", "json")  # fmt: skip
+    assert r.rc == 0, r.err
+    doc: dict[str, Any] = r.json()
+    print(json.dumps({k: doc[k] for k in ("moves", "recorded", "differences", "outcome")}, indent=1))
+    assert doc["matches"], doc["differences"]
+    assert doc["moves"][-1]["kind"] == doc["recorded"][-1]["kind"]
+    return doc
 
 
 def _operator_metrics(stack: Stack) -> dict[tuple[str, str], float]:

@@ -30,6 +30,8 @@ from lossgate_dev.devenv.thirdparty import install_crds, load_gateway_api_crds
 GROUP, VERSION = API_GROUP, API_VERSION
 GW = ("gateway.networking.k8s.io", "v1", "httproutes")
 
+SCRAPE_LAG_S = 1.5  # the operator's LOSSGATE_SCRAPE_LAG_S (`lossgate replay` tests replay with it)
+
 
 @dataclass
 class ModelProcess:
@@ -166,7 +168,7 @@ class Stack:
         env = {
             "KUBECONFIG": str(self.plane.kubeconfig),
             "LOSSGATE_TRAINING_LOOKBACK_S": "3600",
-            "LOSSGATE_SCRAPE_LAG_S": "1.5",
+            "LOSSGATE_SCRAPE_LAG_S": str(SCRAPE_LAG_S),
             "LOSSGATE_METRICS_ADDRESS": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),

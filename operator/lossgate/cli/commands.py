@@ -6,7 +6,7 @@ import argparse
 from typing import Any, TextIO
 
 from lossgate.adapters.kube import typed
-from lossgate.cli.kubeconn import CliError
+from lossgate.cli.kubeconn import CliError, UsageError
 from lossgate.core.observation import ManualCommand
 
 CONTROL_HELP = {
@@ -41,13 +41,36 @@ def add_commands(sub: Any) -> None:
         c.add_argument("name", help="the ModelRollout")
         _kube_flags(c)
 
-    r = sub.add_parser("replay", help="run the judge offline over historical Prometheus data")
+    r = sub.add_parser("replay", help="run the judge, or the whole rollout, offline over Prometheus history")
+    r.add_argument(
+        "name", nargs="?", default=None, help="a past ModelRollout: replay its decisions (implies --simulate)"
+    )
+    _kube_flags(r)
+    r.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run the state machine (steps, quotas, guards) on a virtual clock",
+    )
+    r.add_argument(
+        "--split",
+        type=float,
+        default=None,
+        help="--simulate on an A/B history: its canary fraction (measured)",
+    )
+    r.add_argument("--scrape-lag", default="15s", help="--simulate: the operator's LOSSGATE_SCRAPE_LAG_S")
+    r.add_argument("--sweep-margin", default=None, metavar="M1,M2", help="--simulate once per margin (nats)")
+    r.add_argument(
+        "--sweep-alpha",
+        default=None,
+        metavar="A|R/P,...",
+        help="--simulate once per alpha (or rollback/promote)",
+    )
     r.add_argument("--prometheus", default=None, help="Prometheus URL (default: the spec's)")
     r.add_argument("--model", default=None, help="`model` label of the serving metrics")
     r.add_argument("--baseline", default=None, help="baseline `version` label")
     r.add_argument("--canary", default=None, help="canary `version` label")
     r.add_argument(
-        "--from", dest="from_", metavar="T", required=True, help="start: ISO 8601, unix seconds or now-2h"
+        "--from", dest="from_", metavar="T", default=None, help="start: ISO 8601, unix seconds or now-2h"
     )
     r.add_argument("--to", default="now", metavar="T", help="end (default now)")
     r.add_argument("--interval", default=None, help="analysis interval (default: the spec's, else 30s)")
@@ -71,9 +94,12 @@ def add_commands(sub: Any) -> None:
 
 
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run a subcommand; problems are one line on stderr and exit code 1."""
+    """Run a subcommand; problems are one line on stderr: exit code 2 for argument errors, else 1."""
     try:
         return _dispatch(args, out)
+    except UsageError as e:
+        err.write(f"error: {e}\n")
+        return 2
     except CliError as e:
         err.write(f"error: {e}\n")
         return 1

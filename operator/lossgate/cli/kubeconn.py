@@ -19,6 +19,10 @@ class CliError(Exception):
     """A problem to print as one line (no traceback) with a non-zero exit."""
 
 
+class UsageError(CliError):
+    """A bad or missing argument: one line, exit code 2 (as argparse's own argument errors)."""
+
+
 def _kubeconfig_path(kubeconfig: str | None) -> str | None:
     if kubeconfig:
         return kubeconfig

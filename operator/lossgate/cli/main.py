@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from lossgate import __version__
 from lossgate.cli.commands import add_commands, run_command
 from lossgate.joiner.options import add_arguments as add_joiner_arguments
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line argument errors (exit 2), as the docs promise; subcommands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lossgate",
         description="Loss-aware canary rollouts of ML models on Kubernetes.",
     )

@@ -29,8 +29,11 @@ def draw(
     title: str,
     decision: Look | None,
     weights: Sequence[tuple[datetime, int]] = (),
+    mark: tuple[bool, str] | None = None,
 ) -> None:
-    """Write the PNG to `out`."""
+    """Write the PNG to `out`. `weights`: each step's start and canary weight (drawn as boundaries).
+    `mark`: (rolled back?, the rule) for a decision the state machine took at `decision`'s look (a
+    quota or a timeout) rather than the judge's verdict there."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,16 +63,29 @@ def draw(
     else:
         ax.axhline(looks[-1].margin, color="tab:red", linestyle="--", label="margin")
     ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.margins(y=0.08)
+    lo, hi, clipped = y_limits(looks)
+    ax.set_ylim(lo, hi)
+    if clipped:
+        ax.text(0.995, 0.98, f"y clipped: {clipped} early look(s) wider than shown", transform=ax.transAxes,
+                ha="right", va="top", fontsize=8, color="dimgray")  # fmt: skip
+    for at, w in weights:  # step boundaries, labelled with the weight that starts there
+        ax.axvline(at, color="tab:purple", linestyle=":", linewidth=1)
+        ax.annotate(f"{w}%", (at, 0.0), xycoords=("data", "axes fraction"), xytext=(2, 3),
+                    textcoords="offset points", color="tab:purple", fontsize=8)  # fmt: skip
     if decision is not None:
-        regression = decision.verdict == LossVerdict.REGRESSION
-        color, word = ("tab:red", "roll back") if regression else ("tab:green", "promote (not worse)")
+        regression, rule = (
+            mark if mark is not None else (decision.verdict == LossVerdict.REGRESSION, decision.rule)
+        )
+        color, word = ("tab:red", "roll back") if regression else ("tab:green", "promote")
         ax.axvline(decision.time, color=color, linewidth=1.5)
         ax.plot([decision.time], [decision.delta], marker="X", markersize=12, color=color, linestyle="none",
-                label=f"decision: {word}")  # fmt: skip
-        ax.annotate(f"{word}\nlook {decision.look}, {decision.n_canary:,.0f} canary samples",
-                    (decision.time, decision.delta), xytext=(10, 10), textcoords="offset points",
-                    color=color, fontsize=9)  # fmt: skip
+                label=f"decision: {word} ({rule})")  # fmt: skip
+        late = decision.look > 0.7 * len(looks)  # near the right edge: the label goes to the left
+        ax.annotate(f"{word}: {rule}\nlook {decision.look}, {decision.n_canary:,.0f} canary samples",
+                    (decision.time, min(max(decision.delta, lo), hi)), xytext=(-10 if late else 10, 10),
+                    textcoords="offset points", color=color, fontsize=9,
+                    ha="right" if late else "left",
+                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})  # fmt: skip
     ax.set_ylabel("mean loss difference (nats)")
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
@@ -106,6 +122,24 @@ def draw(
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def y_limits(looks: Sequence[Look], late_share: float = 0.25) -> tuple[float, float, int]:
+    """A y-range that keeps the margin, zero and the later confidence sequence readable: the looks
+    before the canary had `late_share` of its final samples are clipped when wider (the first looks'
+    intervals are tens of times wider than the late ones and would squash them flat). Returns (low,
+    high, how many looks are drawn past the range)."""
+    known = [lk for lk in looks if abs(lk.cs_low) < NO_INFORMATION and abs(lk.cs_high) < NO_INFORMATION]
+    final = max((lk.n_canary for lk in looks), default=0.0)
+    late = [lk for lk in known if lk.n_canary >= late_share * final] or known
+    values = [0.0] + [lk.margin for lk in looks]
+    for lk in late:
+        values += [lk.cs_low, lk.cs_high, lk.delta]
+    lo, hi = min(values), max(values)
+    pad = 0.12 * (hi - lo) if hi > lo else max(abs(hi), 1e-3)
+    lo, hi = lo - pad, hi + pad
+    clipped = sum(1 for lk in known if lk.cs_low < lo or lk.cs_high > hi)
+    return lo, hi, clipped
 
 
 def history_looks(status: ModelRolloutStatus) -> list[Look]:
