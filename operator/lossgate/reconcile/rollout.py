@@ -27,9 +27,11 @@ from lossgate.core.checks import plan_checks
 from lossgate.core.decision import Decision
 from lossgate.core.evidence import Problem
 from lossgate.core.machine import decide
+from lossgate.core.notify import NOTIFY_ANNOTATION, envelope, subscriptions_of
 from lossgate.core.step import Judged, judge_tick, plan_loss_read
 from lossgate.model import ModelRolloutStatus
 from lossgate.model.conditions import ConditionStatus, ConditionType, Reason, set_condition
+from lossgate.model.spec import ModelRolloutSpec
 from lossgate.model.status import ChecksState, JudgeState
 from lossgate.reconcile.apply import apply
 from lossgate.reconcile.deps import Deps
@@ -109,6 +111,8 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         }
     )
     write = await _write_status(deps, ns, name, status, new_status)
+    if write is None:  # only a decision the status holds is news: a failed write is decided again
+        notify(deps, meta, spec, decision)
     if write is None and judged.observation.command is not None:
         annotation = judged.observation.command.annotation
         await to_thread(deps.objects.remove_annotations, ns, name, [annotation])
@@ -116,6 +120,24 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
     _telemetry(deps, ns, name, decision, judged.metrics_problem, time.monotonic() - t0)
     deps.telemetry.rollout.record(ns, name, spec, decision.status, now)
     return decision.requeue_after
+
+
+def notify(deps: Deps, meta: Mapping[str, Any], spec: ModelRolloutSpec, decision: Decision) -> None:
+    """Hand the decision's notices to the notifier (queued; delivery never holds up the tick)."""
+    annotations = meta.get("annotations") or {}
+    subscriptions = subscriptions_of(annotations.get(NOTIFY_ANNOTATION))
+    for notice in decision.notices:
+        env = envelope(
+            notice,
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=str(meta.get("uid") or ""),
+            model=spec.model,
+            versions=(spec.baseline.version, spec.canary.version),
+            analysis=decision.status.analysis,
+            subscriptions=subscriptions,
+        )
+        deps.notifier.submit(env)
 
 
 def _judge_state(decision: Decision, judged: Judged) -> JudgeState | None:

@@ -69,6 +69,12 @@ class OperatorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "lossgate_notifications_total",
+            "Notification deliveries by sink and outcome (delivered, retried, failed, dropped).",
+            ["sink", "outcome"],
+            registry=self.registry,
+        )
         self.rollout = RolloutGauges(self.registry)
         self._phase_of: dict[tuple[str, str], str] = {}
 
@@ -81,6 +87,10 @@ class OperatorMetrics:
         for kind in DecisionKind:
             with contextlib.suppress(KeyError):
                 self.decisions.remove(namespace, name, kind.value)
+
+    def notified(self, sink: str, outcome: str) -> None:
+        """One delivery outcome (called from the sinks' threads; prometheus_client is thread-safe)."""
+        self.notifications.labels(sink, outcome).inc()
 
     def watch_ticks(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
         """Read the tick gate's counts at each scrape."""
