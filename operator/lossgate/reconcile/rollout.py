@@ -38,7 +38,6 @@ from lossgate.reconcile.deps import Deps
 from lossgate.reconcile.observe import gather
 from lossgate.reconcile.spec_check import check_spec
 from lossgate.reconcile.status_io import UnreadableStatus, needs_write, status_of, wire
-from lossgate.reconcile.telemetry import ALERTED_KINDS
 from lossgate.reconcile.threads import to_thread
 from lossgate.reconcile.trouble import UNREADABLE_RECHECK, report_trouble, unreadable_message
 
@@ -117,7 +116,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         annotation = judged.observation.command.annotation
         await to_thread(deps.objects.remove_annotations, ns, name, [annotation])
 
-    _telemetry(deps, ns, name, decision, judged.metrics_problem, time.monotonic() - t0)
+    deps.telemetry.record_tick(ns, name, decision, judged.metrics_problem, time.monotonic() - t0, now)
     deps.telemetry.rollout.record(ns, name, spec, decision.status, now)
     return decision.requeue_after
 
@@ -230,17 +229,3 @@ async def report_invalid(
         await to_thread(deps.objects.write_status, ns, name, patch)
     if was is None or was.status != ConditionStatus.FALSE or was.message != message:
         emit(EmitEvent(EventType.WARNING, Reason.INVALID_SPEC.value, message))  # once per distinct problem
-
-
-def _telemetry(
-    deps: Deps, ns: str, name: str, decision: Decision, metrics_problem: Problem | None, seconds: float
-) -> None:
-    t = deps.telemetry
-    t.analysis_seconds.observe(seconds)
-    t.decisions.labels(ns, name, decision.kind.value).inc()
-    for kind in ALERTED_KINDS:  # exported at 0 first, so the first one is an increase alerts can see
-        t.decisions.labels(ns, name, kind)
-    t.set_phase(ns, name, decision.status.phase.value)
-    t.canary_weight.labels(ns, name).set(decision.status.canary_weight)
-    if metrics_problem is not None:
-        t.query_errors.labels(ns, name, metrics_problem.kind).inc()
