@@ -39,6 +39,9 @@ def test_each_dashboard_reads_back_through_the_sdk_types(name: str) -> None:
         assert panel.datasource is not None
         assert panel.datasource.uid == "${datasource}"
         assert panel.targets, panel.title
+    # And every panel's options are given (none left to a plugin's migration of null)
+    for panel in json.loads(text)["panels"]:
+        assert isinstance(panel["options"], dict), panel["title"]
     # And the panels tile the 24-column grid without overlapping
     cells = set()
     for panel in model.panels or []:

@@ -7,9 +7,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as viz
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import (
+    BigValueGraphMode,
+    LegendDisplayMode,
+    LegendPlacement,
+    SortOrder,
+    TooltipDisplayMode,
+)
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
@@ -48,21 +56,42 @@ def target(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False
 
 
 def series(title: str, description: str, unit: str, *targets: prometheus.Dataquery) -> timeseries.Panel:
-    p = timeseries.Panel().title(title).description(description).datasource(DS).unit(unit)
+    # Options given in full: a panel whose options are null relies on the plugin's migration.
+    legend = viz.VizLegendOptions().show_legend(True).display_mode(LegendDisplayMode.LIST)
+    tooltip = viz.VizTooltipOptions().mode(TooltipDisplayMode.MULTI).sort(SortOrder.DESCENDING)
+    p = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .legend(legend.placement(LegendPlacement.BOTTOM))
+        .tooltip(tooltip)
+        .line_width(1)
+        .fill_opacity(10)
+    )
     for t in targets:
         p = p.with_target(t)
     return p
 
 
 def big_number(title: str, description: str, unit: str, expr: str) -> stat.Panel:
+    reduce = viz.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
     return (
-        stat.Panel().title(title).description(description).datasource(DS).unit(unit).with_target(target(expr))
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .reduce_options(reduce)
+        .graph_mode(BigValueGraphMode.NONE)
+        .with_target(target(expr))
     )
 
 
 def merged_table(title: str, description: str, *targets: prometheus.Dataquery) -> table.Panel:
     """Instant queries merged into one row per series (Grafana's merge transformation)."""
-    p = table.Panel().title(title).description(description).datasource(DS)
+    p = table.Panel().title(title).description(description).datasource(DS).show_header(True)
     for t in targets:
         p = p.with_target(t)
     return p.with_transformation(DataTransformerConfig(id_val="merge", options={}))
