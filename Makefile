@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all deps venv lock cluster-bins cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo clean
+.PHONY: all deps venv lock cluster-bins cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo dashboards clean
 
 all: test
 
@@ -48,6 +48,10 @@ test-training: deps venv cluster-bins
 
 crds: venv
 	$(PY) -m lossgate.model.crdgen
+
+## Grafana dashboards (grafana-foundation-sdk) into dashboards/; the chart ships them (docs/dashboards.md).
+dashboards: venv
+	$(PY) -m lossgate_dev.dashboards dashboards helm/lossgate/files/dashboards
 
 bench: bench-detection
 

@@ -15,6 +15,7 @@ from lossgate.conventions import CATASTROPHIC_LE, DEFAULT_LOSS_METRIC
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
+from lossgate.core.notify import Envelope
 
 
 class MetricsErrorKind(StrEnum):
@@ -130,3 +131,9 @@ class TrafficRouter(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class Notifier(Protocol):
+    def submit(self, envelope: Envelope) -> None:
+        """Hand a notice over for delivery; returns at once, never raises (adapters/notify)."""
+        ...

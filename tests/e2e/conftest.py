@@ -40,7 +40,12 @@ def launch(stack: Stack, namespace: str) -> Iterator[Launch]:
     started: list[Scenario] = []
 
     def start(
-        canary: str = "good", nan_at: int | None = None, apply: bool = True, rate: float = 60.0, **spec: Any
+        canary: str = "good",
+        nan_at: int | None = None,
+        apply: bool = True,
+        rate: float = 60.0,
+        operator_env: dict[str, str] | None = None,
+        **spec: Any,
     ) -> Scenario:
         sc = Scenario("digits", canary, nan_at=nan_at, rate=rate)
         sc.prepare(stack, namespace)
@@ -48,7 +53,7 @@ def launch(stack: Stack, namespace: str) -> Iterator[Launch]:
         assert sc.driver is not None
         sc.driver.start()
         started.append(sc)
-        stack.start_operator([namespace])
+        stack.start_operator([namespace], extra_env=operator_env)
         if apply:
             stack.apply_rollout(namespace, sc.manifest(stack.prom.url, **spec))
         return sc

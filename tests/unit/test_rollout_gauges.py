@@ -89,3 +89,18 @@ def test_a_renamed_model_drops_the_series_of_the_old_label() -> None:
     # Then only b's series are exported
     assert {s["model"] for s in _series(reg, "lossgate_step_index")} == {"b"}
     assert {s["model"] for s in _series(reg, "lossgate_last_analysis_timestamp_seconds")} == {"b"}
+
+
+def test_one_phase_series_per_rollout_in_progress() -> None:
+    # Given a progressing rollout
+    reg = CollectorRegistry()
+    gauges = RolloutGauges(reg)
+    spec = make_spec(model="fraud-scorer")
+    gauges.record("ns", "fraud", spec, at_step(spec, 0), T0)
+    assert _series(reg, "lossgate_rollout_phase") == [KEY | {"phase": "Progressing"}]
+    # When it is paused, then only the new phase has a series
+    gauges.record("ns", "fraud", spec, at_step(spec, 0, phase=Phase.PAUSED), T0)
+    assert _series(reg, "lossgate_rollout_phase") == [KEY | {"phase": "Paused"}]
+    # When it finishes, then it has none (the on-call table lists rollouts in progress)
+    gauges.record("ns", "fraud", spec, terminal(spec, Phase.PROMOTED, 100), T0)
+    assert _series(reg, "lossgate_rollout_phase") == []

@@ -121,3 +121,19 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: joiner
 {{- end -}}
+
+{{/*
+The notification sinks file: each sink as given, a urlSecretRef replaced by urlFrom.env (the
+variable lossgate.notifyUrlEnv names, filled from the Secret in the Deployment).
+*/}}
+{{- define "lossgate.notificationsFile" -}}
+{{- $sinks := list }}
+{{- range $i, $s := .Values.notifications.sinks }}
+{{- $out := omit $s "urlSecretRef" }}
+{{- if $s.urlSecretRef }}
+{{- $out = set $out "urlFrom" (dict "env" (printf "LOSSGATE_NOTIFY_URL_%d" $i)) }}
+{{- end }}
+{{- $sinks = append $sinks $out }}
+{{- end }}
+{{- dict "sinks" $sinks "retry" .Values.notifications.retry "queueSize" .Values.notifications.queueSize | toYaml }}
+{{- end }}

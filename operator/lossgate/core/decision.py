@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from lossgate.core.actions import Action, EmitEvent, ScaleCanary, SetWeight
 from lossgate.model.status import ModelRolloutStatus
+
+if TYPE_CHECKING:  # core/notify.py maps DecisionKind: a runtime import would be circular
+    from lossgate.core.notify import Notice
 
 
 class DecisionKind(StrEnum):
@@ -31,6 +35,8 @@ class Decision:
     requeue_after: timedelta
     kind: DecisionKind
     reason: str
+    # Recorded decisions worth telling people about (core/notify.py); sent after the status is written.
+    notices: tuple[Notice, ...] = ()
 
     @property
     def set_weight(self) -> SetWeight | None:

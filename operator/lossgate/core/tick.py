@@ -13,6 +13,7 @@ from lossgate.core import summary as fmt
 from lossgate.core.actions import Action, EmitEvent, EventType, SetWeight
 from lossgate.core.decision import Decision, DecisionKind
 from lossgate.core.label_checks import delay_warning
+from lossgate.core.notify import Notice, notice_for
 from lossgate.core.observation import Observation
 from lossgate.core.status_conditions import TickFacts, conditions_after
 from lossgate.core.verdicts import HealthVerdict
@@ -78,6 +79,7 @@ class TickBase:
         self.m = Working(**{f.name: getattr(prev, f.name) for f in fields(Working)})
         self.actions: list[Action] = []
         self.events: list[EmitEvent] = []
+        self.notices: list[Notice] = []
         self.history = list(prev.history)
         self.kind = DecisionKind.WAIT
         self.reason = str(Reason.STEP_IN_PROGRESS)
@@ -125,6 +127,9 @@ class TickBase:
                 }
             )
         self.history.append(entry)
+        notice = notice_for(kind, entry)
+        if notice is not None:
+            self.notices.append(notice)
         warn = kind in (DecisionKind.ROLLBACK, DecisionKind.BLOCK) or (
             kind is DecisionKind.HOLD and reason != Reason.PAUSED
         )
@@ -180,6 +185,7 @@ class TickBase:
             requeue_after=self._requeue(),
             kind=self.kind,
             reason=self.reason,
+            notices=tuple(self.notices),
         )
 
     def _status_update(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from kubernetes import client, config
 
 from lossgate.adapters.kube import CanaryPodVersions, RolloutObjects, typed
+from lossgate.adapters.notify import Notifications, NotificationSettings, load_settings
 from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
 from lossgate.adapters.routers import RouteCache, RouteRef, make_router
 from lossgate.core.evidence import Problem
@@ -65,6 +66,8 @@ class OperatorConfig:
     # Read the label joiner's coverage and delay series each tick (docs/joiner.md): a LabelsTimely
     # condition and a hold on imbalanced label coverage. Off by default: 6 more queries per tick.
     label_checks: bool = False
+    # Notification sinks (LOSSGATE_NOTIFICATIONS_FILE, docs/notifications.md); none: nothing is sent.
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -85,6 +88,7 @@ class OperatorConfig:
             training_lookback=_seconds("LOSSGATE_TRAINING_LOOKBACK_S", 21600),
             scrape_lag=_seconds("LOSSGATE_SCRAPE_LAG_S", 15),
             label_checks=os.environ.get("LOSSGATE_LABEL_CHECKS", "").strip().lower() in ("1", "true", "yes"),
+            notifications=load_settings(),
         )
 
 
@@ -147,6 +151,7 @@ class Deps:
             lambda ns, name: self.objects.read_secret(ns, name), self.clock, self.settings.secret_refresh
         )
         self._ca_dir: Path | None = None  # made when a CA Secret is first used, removed by close()
+        self.notifier = Notifications(self.settings.notifications, record=self.telemetry.notified)
 
     def router(self, ref: RouteRef) -> TrafficRouter:
         # get_weights() reads the watched copy when there is one; set_weights() always goes to the API.
@@ -253,9 +258,11 @@ class Deps:
         """What runs beside the handlers: the Kubernetes thread pool's size, the heap trimmer."""
         POOLS.configure(self.settings.kube_threads)
         self.trimmer.start()
+        self.notifier.start()
 
     def close(self) -> None:
         self.trimmer.stop()
+        self.notifier.close()
         POOLS.close()
         if self._ca_dir is not None:
             shutil.rmtree(self._ca_dir, ignore_errors=True)

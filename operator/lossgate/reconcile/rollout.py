@@ -27,16 +27,17 @@ from lossgate.core.checks import plan_checks
 from lossgate.core.decision import Decision
 from lossgate.core.evidence import Problem
 from lossgate.core.machine import decide
+from lossgate.core.notify import NOTIFY_ANNOTATION, envelope, subscriptions_of
 from lossgate.core.step import Judged, judge_tick, plan_loss_read
 from lossgate.model import ModelRolloutStatus
 from lossgate.model.conditions import ConditionStatus, ConditionType, Reason, set_condition
+from lossgate.model.spec import ModelRolloutSpec
 from lossgate.model.status import ChecksState, JudgeState
 from lossgate.reconcile.apply import apply
 from lossgate.reconcile.deps import Deps
 from lossgate.reconcile.observe import gather
 from lossgate.reconcile.spec_check import check_spec
 from lossgate.reconcile.status_io import UnreadableStatus, needs_write, status_of, wire
-from lossgate.reconcile.telemetry import ALERTED_KINDS
 from lossgate.reconcile.threads import to_thread
 from lossgate.reconcile.trouble import UNREADABLE_RECHECK, report_trouble, unreadable_message
 
@@ -109,13 +110,33 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         }
     )
     write = await _write_status(deps, ns, name, status, new_status)
+    if write is None:  # only a decision the status holds is news: a failed write is decided again
+        notify(deps, meta, spec, decision)
     if write is None and judged.observation.command is not None:
         annotation = judged.observation.command.annotation
         await to_thread(deps.objects.remove_annotations, ns, name, [annotation])
 
-    _telemetry(deps, ns, name, decision, judged.metrics_problem, time.monotonic() - t0)
+    deps.telemetry.record_tick(ns, name, decision, judged.metrics_problem, time.monotonic() - t0, now)
     deps.telemetry.rollout.record(ns, name, spec, decision.status, now)
     return decision.requeue_after
+
+
+def notify(deps: Deps, meta: Mapping[str, Any], spec: ModelRolloutSpec, decision: Decision) -> None:
+    """Hand the decision's notices to the notifier (queued; delivery never holds up the tick)."""
+    annotations = meta.get("annotations") or {}
+    subscriptions = subscriptions_of(annotations.get(NOTIFY_ANNOTATION))
+    for notice in decision.notices:
+        env = envelope(
+            notice,
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=str(meta.get("uid") or ""),
+            model=spec.model,
+            versions=(spec.baseline.version, spec.canary.version),
+            analysis=decision.status.analysis,
+            subscriptions=subscriptions,
+        )
+        deps.notifier.submit(env)
 
 
 def _judge_state(decision: Decision, judged: Judged) -> JudgeState | None:
@@ -208,17 +229,3 @@ async def report_invalid(
         await to_thread(deps.objects.write_status, ns, name, patch)
     if was is None or was.status != ConditionStatus.FALSE or was.message != message:
         emit(EmitEvent(EventType.WARNING, Reason.INVALID_SPEC.value, message))  # once per distinct problem
-
-
-def _telemetry(
-    deps: Deps, ns: str, name: str, decision: Decision, metrics_problem: Problem | None, seconds: float
-) -> None:
-    t = deps.telemetry
-    t.analysis_seconds.observe(seconds)
-    t.decisions.labels(ns, name, decision.kind.value).inc()
-    for kind in ALERTED_KINDS:  # exported at 0 first, so the first one is an increase alerts can see
-        t.decisions.labels(ns, name, kind)
-    t.set_phase(ns, name, decision.status.phase.value)
-    t.canary_weight.labels(ns, name).set(decision.status.canary_weight)
-    if metrics_problem is not None:
-        t.query_errors.labels(ns, name, metrics_problem.kind).inc()

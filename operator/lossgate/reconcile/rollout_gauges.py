@@ -52,7 +52,9 @@ class RolloutGauges:
             "lossgate_last_analysis_timestamp_seconds", "Unix time of the rollout's last completed tick."
         )
         self.interval = gauge("lossgate_analysis_interval_seconds", "spec.analysis.interval.")
+        self.phase = gauge("lossgate_rollout_phase", "1 for the phase of a rollout in progress.", ("phase",))
         self._seen: dict[tuple[str, str], str] = {}
+        self._phase: dict[tuple[str, str, str], str] = {}
 
     def record(
         self, namespace: str, name: str, spec: ModelRolloutSpec, st: ModelRolloutStatus, now: datetime
@@ -64,6 +66,7 @@ class RolloutGauges:
         self._seen[(namespace, name)] = model
         key = (namespace, name, model)
         self.analysed.labels(*key).set(now.timestamp())
+        self._set_phase(key, None if st.terminal else st.phase.value)
         if st.terminal:
             self._drop(key, keep_last_analysis=True)
             return
@@ -94,6 +97,15 @@ class RolloutGauges:
             else:
                 self.training.labels(*key, verdict).set(float(health.verdict == verdict))
 
+    def _set_phase(self, key: tuple[str, str, str], phase: str | None) -> None:
+        """One series per rollout in progress, on its phase (the old phase's series removed)."""
+        old = self._phase.pop(key, None)
+        if old is not None and old != phase:
+            _set_or_drop(self.phase, (*key, old), None)
+        if phase is not None:
+            self._phase[key] = phase
+            self.phase.labels(*key, phase).set(1)
+
     def forget(self, namespace: str, name: str) -> None:
         """The rollout is gone: drop all its series."""
         model = self._seen.pop((namespace, name), None)
@@ -112,6 +124,7 @@ class RolloutGauges:
             _set_or_drop(self.samples, (*key, arm), None)
         for verdict in VERDICTS:
             _set_or_drop(self.training, (*key, verdict), None)
+        self._set_phase(key, None)
         if not keep_last_analysis:
             _set_or_drop(self.analysed, key, None)
 

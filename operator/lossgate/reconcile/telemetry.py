@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from lossgate.core.decision import DecisionKind
+from lossgate.core.decision import Decision, DecisionKind
+from lossgate.core.evidence import Problem
 from lossgate.reconcile.rollout_gauges import RolloutGauges
 
 # Decision kinds exported at 0 from a rollout's first tick: alerts take their increase.
 ALERTED_KINDS = (DecisionKind.ROLLBACK.value, DecisionKind.PROMOTE.value)
+OUTCOMES = (DecisionKind.PROMOTE.value, DecisionKind.ROLLBACK.value)
 PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Failed")
 
 
@@ -69,6 +72,27 @@ class OperatorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "lossgate_notifications_total",
+            "Notification deliveries by sink and outcome (delivered, retried, failed, dropped).",
+            ["sink", "outcome"],
+            registry=self.registry,
+        )
+        self.rollout_seconds = Histogram(
+            "lossgate_rollout_duration_seconds",
+            "From a rollout's start to its promotion or rollback, by outcome (Promote, Rollback).",
+            ["outcome"],
+            buckets=(300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800),
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:  # at 0 from the start: the first rollout's duration is an increase
+            self.rollout_seconds.labels(outcome)
+        self.rollback_delta = Histogram(
+            "lossgate_rollback_delta_nats",
+            "The judge's mean-loss difference (canary minus baseline) at each rollback: the loss avoided.",
+            buckets=(0, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
         self.rollout = RolloutGauges(self.registry)
         self._phase_of: dict[tuple[str, str], str] = {}
 
@@ -81,6 +105,38 @@ class OperatorMetrics:
         for kind in DecisionKind:
             with contextlib.suppress(KeyError):
                 self.decisions.remove(namespace, name, kind.value)
+
+    def record_tick(
+        self,
+        ns: str,
+        name: str,
+        decision: Decision,
+        metrics_problem: Problem | None,
+        seconds: float,
+        now: datetime,
+    ) -> None:
+        """The counters and gauges of one completed tick (the judge's numbers: rollout.record)."""
+        self.analysis_seconds.observe(seconds)
+        self.decisions.labels(ns, name, decision.kind.value).inc()
+        for kind in ALERTED_KINDS:  # exported at 0 first, so the first one is an increase alerts can see
+            self.decisions.labels(ns, name, kind)
+        st = decision.status
+        self.set_phase(ns, name, st.phase.value)
+        self.canary_weight.labels(ns, name).set(st.canary_weight)
+        if metrics_problem is not None:
+            self.query_errors.labels(ns, name, metrics_problem.kind).inc()
+        if decision.kind.value in OUTCOMES and st.started_at is not None:
+            self.rollout_seconds.labels(decision.kind.value).observe((now - st.started_at).total_seconds())
+        if (
+            decision.kind is DecisionKind.ROLLBACK
+            and st.analysis is not None
+            and st.analysis.delta is not None
+        ):
+            self.rollback_delta.observe(st.analysis.delta)
+
+    def notified(self, sink: str, outcome: str) -> None:
+        """One delivery outcome (called from the sinks' threads; prometheus_client is thread-safe)."""
+        self.notifications.labels(sink, outcome).inc()
 
     def watch_ticks(self, running: Callable[[], float], waiting: Callable[[], float]) -> None:
         """Read the tick gate's counts at each scrape."""
