@@ -6,7 +6,8 @@
 - add_labels: a label joins its pending predictions (every arm of the id) once, and counts the
   paired differences of the versions of one model that both predicted it (PairSums); the pending
   rows and the series and pair counters change in one transaction (SQLite) or one Lua script
-  (Redis), so a crash never counts half a join and a redelivery never counts twice. A label outside the prediction's classes refuses the batch.
+  (Redis), so a crash never counts half a join and a redelivery never counts twice. A label
+  outside the prediction's classes refuses the batch.
 - expire: predictions pending past their deadline are counted as expired (reason "ttl") in the same
   transaction that removes them.
 - snapshot: the series counters, read consistently, for /metrics; outcomes: durable counts of
