@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lossgate.conventions import MAX_LOSS_NATS
+from lossgate.core.family import family_size, split_alpha
 from lossgate.core.judge_types import JudgeConfig
 from lossgate.core.paired import PairedArrays, PairedFold, PairedStats, advance, paired_path
 from lossgate.core.verdicts import LossVerdict
@@ -159,3 +160,11 @@ def test_min_samples_gate_the_verdicts() -> None:
     fold = advance(fold, [PairedStats(600.0, 600 * 0.5, 600 * 0.3, 600 * 0.4)], cfg, 0.01)
     assert (fold.verdict, fold.decided_at) == (LossVerdict.REGRESSION, 4)
     assert fold.cs[0] > MARGIN
+
+
+def test_the_shadow_phase_is_one_more_check_in_the_rollouts_family() -> None:
+    # Given a rollout with 2 guardrails and 3 class slots, with and without a shadow step
+    live, shadowed = family_size(2, 3), family_size(2, 3, shadow=True)
+    # Then the shadow phase's paired test takes one Bonferroni share, and all shares sum to alphaRollback
+    assert (live, shadowed) == (6, 7)
+    assert math.isclose(shadowed * split_alpha(0.01, shadowed), 0.01, rel_tol=1e-12)
