@@ -168,3 +168,22 @@ def test_the_shadow_phase_is_one_more_check_in_the_rollouts_family() -> None:
     # Then the shadow phase's paired test takes one Bonferroni share, and all shares sum to alphaRollback
     assert (live, shadowed) == (6, 7)
     assert math.isclose(shadowed * split_alpha(0.01, shadowed), 0.01, rel_tol=1e-12)
+
+
+def test_rare_extreme_differences_at_the_boundary_stay_under_alpha() -> None:
+    # Given d that is -0.089 nats 99% of the time and +L (a confident mistake only the canary makes)
+    # 1% of the time: mean exactly the margin, the skew that a normal approximation gets wrong
+    rng = np.random.default_rng(21)
+    p = 0.01
+    low = (MARGIN - p * MAX_LOSS_NATS) / (1 - p)
+    d = np.where(rng.random((R, K, N)) < p, MAX_LOSS_NATS, low)
+    b = np.full((R, K, N), MAX_LOSS_NATS / 2)
+    x = _arrays(b, d)
+    # When the paired test runs; Then it rolls back at most alpha of them, and (mirror image, rare -L)
+    # shows "not worse" at most alpha_promote of the time
+    path = paired_path(x, CONFIG, CONFIG.alpha_rollback)
+    assert float(path.regression[:, -1].mean()) <= _bound(CONFIG.alpha_rollback)
+    mirror = _arrays(b, 2 * MARGIN - d)  # mean exactly the margin again, the rare value now -L + 2 margins
+    assert float(paired_path(mirror, CONFIG, CONFIG.alpha_rollback).not_worse[:, -1].mean()) <= _bound(
+        CONFIG.alpha_promote
+    )
