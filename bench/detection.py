@@ -426,7 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from an existing detection.json")
     ap.add_argument("--guardrails", action="store_true", help="only the guardrail and per-class scenarios")
+    ap.add_argument("--paired", action="store_true", help="only paired (shadow) against unpaired detection")
     args = ap.parse_args(argv)
+    if args.paired:
+        import _paired
+
+        return _paired.main(min(args.reps, 2000), min(args.null_reps, 2000), args.seed, args.out, args.quick)
     if args.guardrails:
         import _guardrails
 

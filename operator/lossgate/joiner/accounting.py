@@ -7,12 +7,14 @@ one exported by an in-process LossRecorder are interchangeable for the operator.
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lossgate.instrument.buckets import LOSS_BUCKETS
 from lossgate.instrument.losses import loss_from_log_probs
+from lossgate.joiner.records import PairKey, SeriesKey
 
 # Label delay (label time minus serving time), seconds: 1 s to 4 weeks, dense around hours and days.
 DELAY_BUCKETS: tuple[float, ...] = (
@@ -76,3 +78,35 @@ class Series:
             self.created, self.predictions, self.count, self.sum, self.sumsq, list(self.buckets),
             list(self.delay_buckets), self.delay_sum, dict(self.expired),
         )  # fmt: skip
+
+
+@dataclass(slots=True)
+class PairSums:
+    """The paired counters of one (model, version a, version b, class): labelled requests both
+    versions predicted, the sum of each version's loss on them (so the sum of d = loss(b) - loss(a)
+    is sum_b - sum_a while every exported counter stays monotone) and the sum of d^2."""
+
+    created: float
+    count: int = 0
+    sum_a: float = 0.0
+    sum_b: float = 0.0
+    sumsq: float = 0.0
+
+    def observe(self, la: float, lb: float) -> None:
+        self.count += 1
+        self.sum_a += la
+        self.sum_b += lb
+        self.sumsq += (lb - la) * (lb - la)
+
+    def copy(self) -> PairSums:
+        return PairSums(self.created, self.count, self.sum_a, self.sum_b, self.sumsq)
+
+
+def pair_losses(arms: list[tuple[SeriesKey, float]]) -> list[tuple[PairKey, float, float]]:
+    """The pairs of one labelled request: for each two versions a < b of one model that both
+    predicted it, (pair key, loss(a), loss(b)). The class is kept when both arms agree on it."""
+    out: list[tuple[PairKey, float, float]] = []
+    for (ka, la), (kb, lb) in itertools.combinations(sorted(arms, key=lambda a: (a[0][0], a[0][1])), 2):
+        if ka[0] == kb[0] and ka[1] != kb[1]:
+            out.append(((ka[0], ka[1], kb[1], ka[2] if ka[2] == kb[2] else None), la, lb))
+    return out

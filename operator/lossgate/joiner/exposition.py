@@ -1,5 +1,6 @@
 """The joiner's /metrics: the `model_prediction_loss_*` series the operator reads (same names,
-labels, buckets and `_created` as lossgate.instrument.LossRecorder), label coverage and delay.
+labels, buckets and `_created` as lossgate.instrument.LossRecorder), label coverage and delay, and
+the paired counters of requests two versions of one model both predicted (PAIRED_METRIC).
 
 Every value comes from the store's durable counters, so a restarted joiner re-exports the same
 monotone counters with the same `_created` (the operator's counter reader sees no reset).
@@ -14,8 +15,8 @@ from prometheus_client.metrics_core import Metric
 
 from lossgate.conventions import DEFAULT_LOSS_METRIC
 from lossgate.instrument.buckets import LOSS_BUCKETS, le_label
-from lossgate.joiner.accounting import DELAY_BUCKETS, Series
-from lossgate.joiner.records import SeriesKey
+from lossgate.joiner.accounting import DELAY_BUCKETS, PairSums, Series
+from lossgate.joiner.records import PairKey, SeriesKey
 from lossgate.joiner.store import Store
 
 _LOSS_LE = [le_label(b) for b in LOSS_BUCKETS] + ["+Inf"]
@@ -23,6 +24,12 @@ _DELAY_LE = [le_label(b) for b in DELAY_BUCKETS] + ["+Inf"]
 DELAY_METRIC = "model_prediction_label_delay_seconds"
 EXPIRED_METRIC = "model_prediction_expired"
 FOLDED_METRIC = "lossgate_joiner_class_folded"
+# Labelled requests two versions both predicted: a summary of `version`'s loss on them (_count, _sum,
+# _created) per {version, baseline_version}, exported in both orientations, and the sum of the squared
+# difference. Every value is monotone (a counter reader sees no false reset); the sum of
+# d = loss(version) - loss(baseline_version) is _sum{version=c, baseline_version=b} minus
+# _sum{version=b, baseline_version=c}.
+PAIRED_METRIC = f"{DEFAULT_LOSS_METRIC}_paired"
 
 
 def _labels(key: SeriesKey) -> dict[str, str]:
@@ -35,6 +42,21 @@ def _histogram(metric: Metric, name: str, le: list[str], counts: list[int], labe
     for bound, c in zip(le, counts, strict=True):
         cumulative += c
         metric.add_sample(f"{name}_bucket", labels | {"le": bound}, float(cumulative))
+
+
+def paired_families(pairs: dict[PairKey, PairSums]) -> Iterator[Metric]:
+    m = PAIRED_METRIC
+    paired = Metric(m, "Loss of `version` on requests `baseline_version` also predicted (nats).", "summary")
+    sq = Metric(f"{m}_diff_squared_sum", "Sum of squared paired loss differences (nats^2).", "counter")
+    for (model, a, b, klass), p in sorted(pairs.items(), key=lambda kv: str(kv[0])):
+        for version, baseline, total in ((b, a, p.sum_b), (a, b, p.sum_a)):
+            labels = {"model": model, "version": version, "baseline_version": baseline}
+            labels |= {"class": klass} if klass is not None else {}
+            paired.add_sample(f"{m}_count", labels, float(p.count))
+            paired.add_sample(f"{m}_sum", labels, total)
+            paired.add_sample(f"{m}_created", labels, p.created)
+            sq.add_sample(f"{m}_diff_squared_sum", labels, p.sumsq)
+    yield from (paired, sq)
 
 
 def families(series: dict[SeriesKey, Series], outcomes: dict[str, int]) -> Iterator[Metric]:
@@ -77,6 +99,7 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         yield from families(self.store.snapshot(), self.store.outcomes())
+        yield from paired_families(self.store.pairs())
 
 
 class _Standby:

@@ -19,6 +19,26 @@ def series_key(name: str) -> SeriesKey:
     return (str(model), str(version), None if klass is None else str(klass))
 
 
+# (model, version a, version b, class or None), a < b: the paired counters of requests both versions
+# predicted, d = loss(b) - loss(a). Exported in both orientations (exposition).
+PairKey = tuple[str, str, str, str | None]
+
+
+def pair_name(key: PairKey) -> str:
+    return json.dumps(list(key), separators=(",", ":"), ensure_ascii=True)
+
+
+def pair_key(name: str) -> PairKey:
+    model, a, b, klass = json.loads(name)
+    return (str(model), str(a), str(b), None if klass is None else str(klass))
+
+
+def arm(key: SeriesKey) -> str:
+    """The arm of a prediction (model and version, not its class): one id may be predicted once per
+    arm (mirrored traffic gives one request id two versions)."""
+    return f"{key[0]}\x1f{key[1]}"
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     """A served prediction: `lp` holds its log-probabilities (float64 bytes, lossgate.instrument's

@@ -2,30 +2,81 @@
 counters it moves change together: two replicas racing on one label count it once.
 
 Record of a pending prediction: `<series hash key>\\n<served_at: float64 LE><log-probabilities>`.
-Series hash fields: created, predictions, count, sum, sumsq, b<i> (loss bucket i), d<i> (delay
-bucket i), delay_sum, expired:<reason>.
+The pending hash maps an id to its one record, or, when several arms predicted it (mirrored
+traffic), to `\\0` followed by each record with its length (uint32 LE) in front. The arms of one id
+share the first one's deadline. Series hash fields: created, predictions, count, sum, sumsq, b<i>
+(loss bucket i), d<i> (delay bucket i), delay_sum, expired:<reason>. Pair hash fields: created,
+count, sum_a, sum_b (each version's loss summed over the pair's requests), sumsq (of the difference).
 """
 
-# KEYS: pending, deadlines, done, outcomes, series-set, series hash keys...
-# ARGV: capacity, now, duplicates, stale, n, then per item: id, series index (1-based), deadline, record
-PREDICT = """
+# The records of a pending value (both forms).
+_RECORDS = """
+local function records(v)
+  if string.byte(v, 1) ~= 0 then return {v} end
+  local out, i = {}, 2
+  while i <= #v do
+    local n = struct.unpack('<I4', v, i)
+    out[#out + 1] = string.sub(v, i + 4, i + 3 + n)
+    i = i + 4 + n
+  end
+  return out
+end
+-- Pending predictions (arms), kept by the scripts; a store written before arms starts from ZCARD.
+local function npending(k, z)
+  local v = redis.call('GET', k)
+  if not v then
+    v = redis.call('ZCARD', z)
+    redis.call('SET', k, v)
+  end
+  return tonumber(v)
+end
+"""
+
+# KEYS: pending, deadlines, done, outcomes, series-set, npending, series hash keys...
+# ARGV: capacity, now, duplicates, stale, n, then per item: id, series index (1-based), deadline,
+#       record, arm prefix (the start of the series key that names model and version)
+PREDICT = (
+    _RECORDS
+    + """
 local n = tonumber(ARGV[5])
-local fresh, dup = {}, tonumber(ARGV[3])
+local fresh, dup, vals, new = {}, tonumber(ARGV[3]), {}, {}
 for i = 0, n - 1 do
-  local id = ARGV[6 + 4 * i]
-  if redis.call('HEXISTS', KEYS[1], id) == 1 or redis.call('HEXISTS', KEYS[3], id) == 1 then
+  local b = 6 + 5 * i
+  local id, ap = ARGV[b], ARGV[b + 4]
+  local list = vals[id]
+  if list == nil and redis.call('HEXISTS', KEYS[3], id) == 0 then
+    local cur = redis.call('HGET', KEYS[1], id)
+    list = cur and records(cur) or {}
+    if not cur then new[id] = ARGV[b + 2] end
+  end
+  local known = list == nil
+  for _, r in ipairs(list or {}) do
+    if string.sub(r, 1, #ap) == ap then known = true end
+  end
+  if known then
     dup = dup + 1
   else
-    fresh[#fresh + 1] = 6 + 4 * i
+    list[#list + 1] = ARGV[b + 3]
+    vals[id] = list
+    fresh[#fresh + 1] = b
   end
 end
-local pending = redis.call('ZCARD', KEYS[2])
+local pending = npending(KEYS[6], KEYS[2])
 if pending + #fresh > tonumber(ARGV[1]) then return {-1, pending} end
+redis.call('INCRBY', KEYS[6], #fresh)
+for id, list in pairs(vals) do
+  if #list == 1 then
+    redis.call('HSET', KEYS[1], id, list[1])
+  else
+    local parts = {'\\0'}
+    for _, r in ipairs(list) do parts[#parts + 1] = struct.pack('<I4', #r) .. r end
+    redis.call('HSET', KEYS[1], id, table.concat(parts))
+  end
+end
+for id, deadline in pairs(new) do redis.call('ZADD', KEYS[2], deadline, id) end
 local used = {}
 for _, b in ipairs(fresh) do
-  local id, sk = ARGV[b], KEYS[5 + tonumber(ARGV[b + 1])]
-  redis.call('HSET', KEYS[1], id, ARGV[b + 3])
-  redis.call('ZADD', KEYS[2], ARGV[b + 2], id)
+  local sk = KEYS[6 + tonumber(ARGV[b + 1])]
   used[sk] = (used[sk] or 0) + 1
 end
 for sk, c in pairs(used) do
@@ -37,39 +88,70 @@ if dup > 0 then redis.call('HINCRBY', KEYS[4], 'prediction_duplicate', dup) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[4], 'prediction_stale', ARGV[4]) end
 return {#fresh, dup}
 """
+)
 
-# KEYS: pending, deadlines, done, forget, outcomes, series hash keys...
-# ARGV: forget_at, n, duplicates, late, unknown, then per item: id, series index, loss, loss^2,
-#       loss bucket, delay bucket, delay
-LABEL = """
-local n = tonumber(ARGV[2])
+# KEYS: pending, deadlines, done, forget, outcomes, pair-set, npending, series hash keys..., pair keys...
+# ARGV: forget_at, n, duplicates, late, unknown, number of series keys, now, then per item: id, length
+#       of the pending value read, arms, pairs, per arm: series index, loss, loss^2, loss bucket,
+#       delay bucket, delay; per pair: pair index, loss(a), loss(b), (loss(b) - loss(a))^2.
+# Returns joined, duplicates, late, unknown, then the ids whose value changed since it was read (an
+# arm was added): the caller scores those again.
+LABEL = (
+    _RECORDS
+    + """
+local arms_joined = 0
+local n, ns = tonumber(ARGV[2]), tonumber(ARGV[6])
 local joined, dup, late, unknown = 0, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local acc = {}  -- per series: the batch's increments, written once per series at the end
-for i = 0, n - 1 do
-  local b = 6 + 7 * i
-  local id = ARGV[b]
-  if redis.call('HDEL', KEYS[1], id) == 1 then
+local acc, pacc, changed = {}, {}, {}  -- per series and pair: the batch's increments, written once
+local b = 8
+for i = 1, n do
+  local id, len, na, np = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local arms, prs = b + 4, b + 4 + 6 * na
+  b = prs + 4 * np
+  local now_len = redis.call('HSTRLEN', KEYS[1], id)
+  if now_len == len then
+    redis.call('HDEL', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('HSET', KEYS[3], id, '1')
     redis.call('ZADD', KEYS[4], ARGV[1], id)
-    local sk = KEYS[5 + tonumber(ARGV[b + 1])]
-    local a = acc[sk]
-    if not a then
-      a = {count = 0, sum = 0, sumsq = 0, delay_sum = 0, fields = {}}
-      acc[sk] = a
+    for j = 0, na - 1 do
+      local c = arms + 6 * j
+      local sk = KEYS[7 + tonumber(ARGV[c])]
+      local a = acc[sk]
+      if not a then
+        a = {count = 0, sum = 0, sumsq = 0, delay_sum = 0, fields = {}}
+        acc[sk] = a
+      end
+      a.count = a.count + 1
+      a.sum = a.sum + tonumber(ARGV[c + 1])
+      a.sumsq = a.sumsq + tonumber(ARGV[c + 2])
+      a.delay_sum = a.delay_sum + tonumber(ARGV[c + 5])
+      local fb, fd = 'b' .. ARGV[c + 3], 'd' .. ARGV[c + 4]
+      a.fields[fb] = (a.fields[fb] or 0) + 1
+      a.fields[fd] = (a.fields[fd] or 0) + 1
     end
-    a.count = a.count + 1
-    a.sum = a.sum + tonumber(ARGV[b + 2])
-    a.sumsq = a.sumsq + tonumber(ARGV[b + 3])
-    a.delay_sum = a.delay_sum + tonumber(ARGV[b + 6])
-    local fb, fd = 'b' .. ARGV[b + 4], 'd' .. ARGV[b + 5]
-    a.fields[fb] = (a.fields[fb] or 0) + 1
-    a.fields[fd] = (a.fields[fd] or 0) + 1
+    for j = 0, np - 1 do
+      local c = prs + 4 * j
+      local pk = KEYS[7 + ns + tonumber(ARGV[c])]
+      local p = pacc[pk] or {count = 0, sum_a = 0, sum_b = 0, sumsq = 0}
+      pacc[pk] = p
+      p.count = p.count + 1
+      p.sum_a = p.sum_a + tonumber(ARGV[c + 1])
+      p.sum_b = p.sum_b + tonumber(ARGV[c + 2])
+      p.sumsq = p.sumsq + tonumber(ARGV[c + 3])
+    end
     joined = joined + 1
+    arms_joined = arms_joined + na
+  elseif now_len > 0 then
+    changed[#changed + 1] = id
   else  -- another replica joined or expired it since it was read
     local st = redis.call('HGET', KEYS[3], id)
     if st == '1' then dup = dup + 1 elseif st == '2' then late = late + 1 else unknown = unknown + 1 end
   end
+end
+if arms_joined > 0 then
+  npending(KEYS[7], KEYS[2])
+  redis.call('DECRBY', KEYS[7], arms_joined)
 end
 for sk, a in pairs(acc) do
   redis.call('HINCRBY', sk, 'count', a.count)
@@ -78,22 +160,37 @@ for sk, a in pairs(acc) do
   redis.call('HINCRBYFLOAT', sk, 'delay_sum', string.format('%.17g', a.delay_sum))
   for f, v in pairs(a.fields) do redis.call('HINCRBY', sk, f, v) end
 end
+for pk, p in pairs(pacc) do
+  redis.call('HSETNX', pk, 'created', ARGV[7])
+  redis.call('HINCRBY', pk, 'count', p.count)
+  redis.call('HINCRBYFLOAT', pk, 'sum_a', string.format('%.17g', p.sum_a))
+  redis.call('HINCRBYFLOAT', pk, 'sum_b', string.format('%.17g', p.sum_b))
+  redis.call('HINCRBYFLOAT', pk, 'sumsq', string.format('%.17g', p.sumsq))
+  redis.call('SADD', KEYS[6], pk)
+end
 local counts = {label_joined = joined, label_duplicate = dup, label_late = late, label_unknown = unknown}
 for name, v in pairs(counts) do
   if v > 0 then redis.call('HINCRBY', KEYS[5], name, v) end
 end
-return {joined, dup, late, unknown}
+return {joined, dup, late, unknown, unpack(changed)}
 """
+)
 
-# KEYS: pending, deadlines, done, forget; ARGV: now, limit, grace
-EXPIRE = """
+# KEYS: pending, deadlines, done, forget, npending; ARGV: now, limit, grace
+EXPIRE = (
+    _RECORDS
+    + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+npending(KEYS[5], KEYS[2])
 for i = 1, #due, 2 do
   local id = due[i]
   local rec = redis.call('HGET', KEYS[1], id)
   if rec then
-    local nl = string.find(rec, '\\n', 1, true)
-    redis.call('HINCRBY', string.sub(rec, 1, nl - 1), 'expired:ttl', 1)
+    for _, r in ipairs(records(rec)) do
+      local nl = string.find(r, '\\n', 1, true)
+      redis.call('HINCRBY', string.sub(r, 1, nl - 1), 'expired:ttl', 1)
+      redis.call('DECR', KEYS[5])
+    end
     redis.call('HDEL', KEYS[1], id)
     redis.call('HSET', KEYS[3], id, '2')
     redis.call('ZADD', KEYS[4], tonumber(due[i + 1]) + tonumber(ARGV[3]), id)
@@ -107,6 +204,7 @@ for _, id in ipairs(old) do
 end
 return #due / 2
 """
+)
 
 # KEYS: lease; ARGV: replica id, lease ms. Take the lease when free, renew it when ours: 1 if ours.
 LEASE = """

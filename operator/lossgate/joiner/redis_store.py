@@ -20,15 +20,18 @@ from typing import Any
 import redis
 
 from lossgate.instrument.buckets import LOSS_BUCKETS
-from lossgate.joiner.accounting import DELAY_BUCKETS, EXPIRY_REASONS, Scored, Series, score
+from lossgate.joiner.accounting import DELAY_BUCKETS, EXPIRY_REASONS, PairSums, Series, pair_losses, score
 from lossgate.joiner.records import (
     FieldError,
     Full,
     Label,
     LabelResult,
+    PairKey,
     Prediction,
     PredictResult,
     SeriesKey,
+    pair_key,
+    pair_name,
     series_key,
     series_name,
 )  # fmt: skip
@@ -36,6 +39,19 @@ from lossgate.joiner.redis_lua import EXPIRE, LABEL, LEASE, PREDICT
 from lossgate.joiner.store import OUTCOMES, first_seen
 
 _EXPIRE_BATCH = 2000
+_RETRIES = 8  # label passes when arms keep being added to the ids being labelled
+
+
+def records(value: bytes) -> list[bytes]:
+    """The records of a pending value: one, or several arms' (see redis_lua)."""
+    if not value.startswith(b"\0"):
+        return [value]
+    out, i = [], 1
+    while i < len(value):
+        (n,) = struct.unpack_from("<I", value, i)
+        out.append(value[i + 4 : i + 4 + n])
+        i += 4 + n
+    return out
 
 
 class RedisStore:
@@ -57,7 +73,8 @@ class RedisStore:
         self._wall = wall
         self.r = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.prefix = prefix
-        k = {n: f"{prefix}:{n}" for n in ("pending", "deadlines", "done", "forget", "outcomes", "series")}
+        names = ("pending", "deadlines", "done", "forget", "outcomes", "series", "pairs", "npending")
+        k = {n: f"{prefix}:{n}" for n in names}
         self.k = k
         self._predict = self.r.register_script(PREDICT)
         self._label = self.r.register_script(LABEL)
@@ -70,8 +87,11 @@ class RedisStore:
     def _skey(self, key: SeriesKey) -> str:
         return f"{self.prefix}:s:{series_name(key)}"
 
+    def _pkey(self, key: PairKey) -> str:
+        return f"{self.prefix}:p:{pair_name(key)}"
+
     def add_predictions(self, batch: list[Prediction], now: float) -> PredictResult:
-        fresh, result = first_seen(batch, set(), now, self.ttl_s)
+        fresh, result = first_seen(batch, set(), set(), now, self.ttl_s)
         skeys: dict[str, int] = {}
         args: list[Any] = [self.capacity, repr(self._wall()), result.duplicate, result.stale, len(fresh)]
         for p in fresh:
@@ -82,15 +102,34 @@ class RedisStore:
                 idx,
                 repr(p.served_at + self.ttl_s),
                 f"{sk}\n".encode() + struct.pack("<d", p.served_at) + p.lp,
+                self._skey((p.key[0], p.key[1], None)).removesuffix("null]"),  # the arm's prefix
             ]
         k = self.k
-        keys = [k["pending"], k["deadlines"], k["done"], k["outcomes"], k["series"], *skeys]
+        keys = [k["pending"], k["deadlines"], k["done"], k["outcomes"], k["series"], k["npending"], *skeys]
         accepted, second = self._predict(keys=keys, args=args)
         if accepted < 0:
             raise Full(int(second), self.capacity, len(fresh))
         return PredictResult(int(accepted), int(second), result.stale)
 
     def add_labels(self, batch: list[Label], now: float) -> LabelResult:
+        total = LabelResult()
+        for _ in range(_RETRIES):
+            result, changed = self._label_pass(batch, now)
+            total.joined += result.joined
+            total.duplicate += result.duplicate
+            total.late += result.late
+            total.unknown += result.unknown
+            if not changed:
+                return total
+            # Again, once per changed id (its duplicates within the batch were counted already)
+            firsts: dict[str, Label] = {}
+            for lab in batch:
+                if lab.id in changed:
+                    firsts.setdefault(lab.id, lab)
+            batch = list(firsts.values())
+        raise redis.RedisError(f"{len(batch)} labels kept racing with new predictions of their ids")
+
+    def _label_pass(self, batch: list[Label], now: float) -> tuple[LabelResult, set[str]]:
         ids = list({lab.id for lab in batch})
         pipe = self.r.pipeline(transaction=False)
         pipe.hmget(self.k["pending"], ids)
@@ -100,28 +139,40 @@ class RedisStore:
         done = {i: s for i, s in zip(ids, states, strict=True) if s is not None}
         result, seen = LabelResult(), set[str]()
         skeys: dict[bytes, int] = {}
+        pkeys: dict[str, int] = {}
         items: list[Any] = []
+        n_items = 0
+        start = len(f"{self.prefix}:s:")
         for lab in batch:
             if lab.id in seen or done.get(lab.id) == b"1":
                 result.duplicate += 1
             elif lab.id in pending:
-                rec = pending[lab.id]
-                nl = rec.index(b"\n")
-                (served_at,) = struct.unpack_from("<d", rec, nl + 1)
-                try:
-                    s: Scored = score(rec[nl + 9 :], lab.label, served_at, now)
-                except ValueError as e:
-                    raise FieldError(f"{lab.field}.label", str(e)) from None
-                idx = skeys.setdefault(rec[:nl], len(skeys) + 1)
-                items += [
-                    lab.id,
-                    idx,
-                    repr(s.loss),
-                    repr(s.loss * s.loss),
-                    s.bucket,
-                    s.delay_bucket,
-                    repr(s.delay),
-                ]
+                value = pending[lab.id]
+                arms: list[Any] = []
+                losses: list[tuple[SeriesKey, float]] = []
+                for rec in records(value):
+                    nl = rec.index(b"\n")
+                    (served_at,) = struct.unpack_from("<d", rec, nl + 1)
+                    try:
+                        s = score(rec[nl + 9 :], lab.label, served_at, now)
+                    except ValueError as e:
+                        raise FieldError(f"{lab.field}.label", str(e)) from None
+                    idx = skeys.setdefault(rec[:nl], len(skeys) + 1)
+                    arms += [
+                        idx,
+                        repr(s.loss),
+                        repr(s.loss * s.loss),
+                        s.bucket,
+                        s.delay_bucket,
+                        repr(s.delay),
+                    ]
+                    losses.append((series_key(rec[start:nl].decode()), s.loss))
+                pairs: list[Any] = []
+                for key, la, lb in pair_losses(losses):
+                    idx = pkeys.setdefault(self._pkey(key), len(pkeys) + 1)
+                    pairs += [idx, repr(la), repr(lb), repr((lb - la) * (lb - la))]
+                items += [lab.id, len(value), len(arms) // 6, len(pairs) // 4, *arms, *pairs]
+                n_items += 1
             elif lab.id in done:
                 result.late += 1
             else:
@@ -129,23 +180,29 @@ class RedisStore:
             seen.add(lab.id)
         k = self.k
         keys: list[str | bytes] = [
-            k["pending"],
-            k["deadlines"],
-            k["done"],
-            k["forget"],
-            k["outcomes"],
-            *skeys,
-        ]
+            k["pending"], k["deadlines"], k["done"], k["forget"], k["outcomes"], k["pairs"], k["npending"],
+            *skeys, *pkeys,
+        ]  # fmt: skip
         forget = repr(now + self.ttl_s + self.grace_s)
-        args = [forget, len(items) // 7, result.duplicate, result.late, result.unknown, *items]
-        joined, dup, late, unknown = self._label(keys=keys, args=args)
-        return LabelResult(int(joined), int(dup), int(late), int(unknown))
+        args = [
+            forget,
+            n_items,
+            result.duplicate,
+            result.late,
+            result.unknown,
+            len(skeys),
+            repr(self._wall()),
+            *items,
+        ]
+        joined, dup, late, unknown, *changed = self._label(keys=keys, args=args)
+        ids_changed = {c.decode() if isinstance(c, bytes) else str(c) for c in changed}
+        return LabelResult(int(joined), int(dup), int(late), int(unknown)), ids_changed
 
     def expire(self, now: float) -> int:
         total = 0
         k = self.k
         while True:
-            n = int(self._expire(keys=[k["pending"], k["deadlines"], k["done"], k["forget"]],
+            n = int(self._expire(keys=[k["pending"], k["deadlines"], k["done"], k["forget"], k["npending"]],
                                  args=[repr(now), _EXPIRE_BATCH, repr(self.grace_s)]))  # fmt: skip
             total += n
             if n < _EXPIRE_BATCH:
@@ -163,6 +220,21 @@ class RedisStore:
             out[series_key(text[start:])] = _series(h)
         return out
 
+    def pairs(self) -> dict[PairKey, PairSums]:
+        names = sorted(self.r.smembers(self.k["pairs"]))
+        pipe = self.r.pipeline(transaction=True)
+        for name in names:
+            pipe.hgetall(name)
+        out: dict[PairKey, PairSums] = {}
+        start = len(f"{self.prefix}:p:")
+        for name, h in zip(names, pipe.execute(), strict=True):
+            text = name.decode() if isinstance(name, bytes) else str(name)
+            out[pair_key(text[start:])] = PairSums(
+                float(h.get(b"created", 0.0)), int(h.get(b"count", 0)), float(h.get(b"sum_a", 0.0)),
+                float(h.get(b"sum_b", 0.0)), float(h.get(b"sumsq", 0.0)),
+            )  # fmt: skip
+        return out
+
     def exporter(self) -> bool:
         """Whether this replica exports the shared counters now (one replica at a time does, or
         Prometheus, scraping every replica, would count each prediction once per replica). The lease
@@ -171,7 +243,8 @@ class RedisStore:
         return bool(self._lease(keys=[f"{self.prefix}:exporter"], args=[self.replica, self.lease_ms]))
 
     def pending(self) -> int:
-        return int(self.r.zcard(self.k["deadlines"]))
+        n = self.r.get(self.k["npending"])  # absent until a script ran on a store written before arms
+        return int(n) if n is not None else int(self.r.zcard(self.k["deadlines"]))
 
     def outcomes(self) -> dict[str, int]:
         h = self.r.hgetall(self.k["outcomes"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lossgate.joiner.accounting import EXPIRY_REASONS, Series
+from lossgate.joiner.accounting import EXPIRY_REASONS, PairSums, Series
 
 
 def dumps(s: Series) -> str:
@@ -26,3 +26,15 @@ def loads(text: str) -> Series:
         float(d["created"]), int(d["predictions"]), int(d["count"]), float(d["sum"]), float(d["sumsq"]),
         [int(b) for b in d["buckets"]], [int(b) for b in d["delay_buckets"]], float(d["delay_sum"]), expired,
     )  # fmt: skip
+
+
+def dumps_pair(p: PairSums) -> str:
+    doc = {"created": p.created, "count": p.count, "sum_a": p.sum_a, "sum_b": p.sum_b, "sumsq": p.sumsq}
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def loads_pair(text: str) -> PairSums:
+    d: dict[str, Any] = json.loads(text)
+    return PairSums(
+        float(d["created"]), int(d["count"]), float(d["sum_a"]), float(d["sum_b"]), float(d["sumsq"])
+    )

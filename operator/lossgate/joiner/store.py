@@ -1,10 +1,13 @@
 """The storage port: one implementation per backend (SQLite, Redis), the same guarantees.
 
 - add_predictions: a batch is stored whole or not at all (Full when it would exceed the capacity);
-  an id already stored, labelled or expired is a duplicate and changes nothing.
-- add_labels: a label joins its pending prediction once; the pending row and the series counters
-  change in one transaction (SQLite) or one Lua script (Redis), so a crash never counts half a join
-  and a redelivery never counts twice. A label outside the prediction's classes refuses the batch.
+  an id already stored for the same arm (model and version), or already labelled or expired, is a
+  duplicate and changes nothing. One id may be pending for several arms (mirrored traffic).
+- add_labels: a label joins its pending predictions (every arm of the id) once, and counts the
+  paired differences of the versions of one model that both predicted it (PairSums); the pending
+  rows and the series and pair counters change in one transaction (SQLite) or one Lua script
+  (Redis), so a crash never counts half a join and a redelivery never counts twice. A label
+  outside the prediction's classes refuses the batch.
 - expire: predictions pending past their deadline are counted as expired (reason "ttl") in the same
   transaction that removes them.
 - snapshot: the series counters, read consistently, for /metrics; outcomes: durable counts of
@@ -15,8 +18,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from lossgate.joiner.accounting import Series
-from lossgate.joiner.records import Label, LabelResult, Prediction, PredictResult, SeriesKey
+from lossgate.joiner.accounting import PairSums, Series
+from lossgate.joiner.records import Label, LabelResult, PairKey, Prediction, PredictResult, SeriesKey, arm
 
 
 class Store(Protocol):
@@ -30,6 +33,8 @@ class Store(Protocol):
     def expire(self, now: float) -> int: ...
 
     def snapshot(self) -> dict[SeriesKey, Series]: ...
+
+    def pairs(self) -> dict[PairKey, PairSums]: ...
 
     def pending(self) -> int: ...
 
@@ -66,17 +71,19 @@ def outcome_deltas(p: PredictResult | None = None, lab: LabelResult | None = Non
 
 
 def first_seen(
-    batch: list[Prediction], known: set[str], now: float, ttl_s: float
+    batch: list[Prediction], known: set[tuple[str, str]], done: set[str], now: float, ttl_s: float
 ) -> tuple[list[Prediction], PredictResult]:
-    """The predictions of a batch to store: not known, not repeated within it, not already expired."""
+    """The predictions of a batch to store: (id, arm) not known, id not labelled or expired, not
+    repeated within the batch, not already expired."""
     result, fresh, seen = PredictResult(), [], set(known)
     for p in batch:
-        if p.id in seen:
+        a = (p.id, arm(p.key))
+        if a in seen or p.id in done:
             result.duplicate += 1
         elif p.served_at + ttl_s <= now:
             result.stale += 1
         else:
-            seen.add(p.id)
+            seen.add(a)
             fresh.append(p)
     result.accepted = len(fresh)
     return fresh, result

@@ -17,11 +17,13 @@ from lossgate.adapters.prometheus.client import PromClient, PrometheusConfig, Qu
 from lossgate.adapters.prometheus.guardrails import GuardrailReader
 from lossgate.adapters.prometheus.labels import read_label_evidence
 from lossgate.adapters.prometheus.loss import LossReader
+from lossgate.adapters.prometheus.paired import read_paired
 from lossgate.adapters.prometheus.promql import TemplateError, escape_label_value, quote
 from lossgate.adapters.prometheus.training import TrainingReader
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
+from lossgate.core.paired import PairedStats
 from lossgate.ports import GuardrailSeriesRef, LossSeriesRef, MetricsErrorKind
 
 __all__ = [
@@ -52,6 +54,18 @@ class PrometheusMetrics:
         each arm's (n, sum, sumsq, tail) of per-request loss. [] while no interval has closed."""
         try:
             return self._loss.read(ref, start, end, interval_s)
+        except QueryFailed as failed:
+            return failed.problem
+        except Exception as err:
+            return _internal(err)
+
+    def paired_intervals(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[PairedStats] | Problem:
+        """Per aligned interval: the joiner's paired counters of the canary against the baseline on
+        the same requests (n, sum of d, sum of d^2, the baseline's loss sum). [] while none closed."""
+        try:
+            return read_paired(self._loss, ref, start, end, interval_s)
         except QueryFailed as failed:
             return failed.problem
         except Exception as err:

@@ -1,8 +1,9 @@
 """Gateway API router: the weights of two backendRefs in one HTTPRoute rule.
 
 Owns `spec.rules[ruleIndex].backendRefs[i].weight` of the baseline and canary Service backendRefs
-(and appends the canary backendRef, at weight 0, when the rule has none). Everything else in the
-route (other rules, other backends, filters, matches, metadata) is never written.
+(and appends the canary backendRef, at weight 0, when the rule has none), and in the shadow phase the
+rule's `RequestMirror` filter to the canary Service (mirror.py). Everything else in the route (other
+rules, other backends, other filters, matches, metadata) is never written.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from kubernetes import client
 from lossgate.adapters.routers.cache import HTTPROUTE, RouteCache
 from lossgate.adapters.routers.errors import Target, fail
 from lossgate.adapters.routers.k8s import JsonObj, PatchOp, object_path, pointer
+from lossgate.adapters.routers.mirror import MirroringRouter, fraction_percent
 from lossgate.adapters.routers.refs import GatewayRouteRef
-from lossgate.adapters.routers.weighted import Located, WeightedRouteRouter, find_one
+from lossgate.adapters.routers.weighted import Located, find_one
 from lossgate.ports import RouterErrorKind
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
 DEFAULT_WEIGHT = 1  # Gateway API: an omitted backendRef weight means 1
 
 
-class GatewayAPIRouter(WeightedRouteRouter):
+class GatewayAPIRouter(MirroringRouter):
     def __init__(
         self,
         ref: GatewayRouteRef,
@@ -135,6 +137,54 @@ class GatewayAPIRouter(WeightedRouteRouter):
 
     def _port(self) -> str:
         return f" port {self.ref.port}" if self.ref.port is not None else ""
+
+    # -- the shadow phase's mirror ----------------------------------------------------------------
+    def _mirror_container(self, obj: JsonObj) -> tuple[tuple[str | int, ...], JsonObj]:
+        rule: JsonObj = obj["spec"]["rules"][self.ref.rule_index]
+        return ("spec", "rules", self.ref.rule_index), rule
+
+    def _is_canary_mirror(self, f: JsonObj) -> bool:
+        m = f.get("requestMirror") or {}
+        return f.get("type") == "RequestMirror" and self._is_service(
+            m.get("backendRef") or {}, self.ref.canary_service
+        )
+
+    def _mirror_percent(self, container: JsonObj) -> int:
+        mine = [f for f in container.get("filters") or [] if self._is_canary_mirror(f)]
+        return fraction_percent(mine[0]["requestMirror"]) if mine else 0
+
+    def _mirror_keys(self, container: JsonObj, percent: int) -> dict[str, object]:
+        filters: list[JsonObj] = list(container.get("filters") or [])
+        at = next((i for i, f in enumerate(filters) if self._is_canary_mirror(f)), None)
+        if percent == 0:
+            if at is None:
+                return {}
+            rest = filters[:at] + filters[at + 1 :]
+            return {"filters": rest or None}
+        backend: JsonObj = {"group": "", "kind": "Service", "name": self.ref.canary_service}  # as defaulted
+        port = self.ref.port if self.ref.port is not None else self._baseline_port(container)
+        if port is not None:
+            backend["port"] = port
+        want: JsonObj = {
+            "type": "RequestMirror",
+            "requestMirror": {"backendRef": backend, "percent": percent},
+        }
+        if at is None:
+            return {"filters": [*filters, want]}
+        old = filters[at]["requestMirror"]
+        if fraction_percent(old) == percent and "fraction" not in old:
+            return {}
+        filters[at] = {
+            "type": "RequestMirror",
+            "requestMirror": {"backendRef": old["backendRef"], "percent": percent},
+        }
+        return {"filters": filters}
+
+    def _baseline_port(self, rule: JsonObj) -> int | None:
+        for e in rule.get("backendRefs") or []:
+            if self._is_service(e, self.ref.baseline_service) and "port" in e:
+                return int(e["port"])
+        return None
 
 
 def _describe(entry: JsonObj) -> str:

@@ -2,7 +2,8 @@
 
 Owns `spec.http[i].route[j].weight` of the baseline and canary destinations (matched by host, and by
 subset when the reference gives one) and appends the canary destination, at weight 0, when the route
-has none. Other HTTP routes, other destinations, matches, retries and metadata are never written.
+has none; in the shadow phase also the route's `mirror` and `mirrorPercentage` (mirror.py). Other
+HTTP routes, other destinations, matches, retries and metadata are never written.
 Speaks networking.istio.io/v1 and falls back to v1beta1 when the installed CRD does not serve v1.
 """
 
@@ -16,8 +17,9 @@ from kubernetes.client.exceptions import ApiException
 from lossgate.adapters.routers.cache import VIRTUALSERVICE, RouteCache
 from lossgate.adapters.routers.errors import Target, fail, is_object_not_found
 from lossgate.adapters.routers.k8s import JsonObj, PatchOp, object_path, pointer
+from lossgate.adapters.routers.mirror import MirroringRouter
 from lossgate.adapters.routers.refs import IstioRouteRef
-from lossgate.adapters.routers.weighted import Located, WeightedRouteRouter, find_one, round_half_up
+from lossgate.adapters.routers.weighted import Located, find_one, round_half_up
 from lossgate.core.evidence import Weights
 from lossgate.ports import RouterErrorKind
 
@@ -30,7 +32,7 @@ def canonical_host(host: str, namespace: str) -> str:
     return host if "." in host else f"{host}.{namespace}.svc.cluster.local"
 
 
-class IstioRouter(WeightedRouteRouter):
+class IstioRouter(MirroringRouter):
     def __init__(
         self,
         ref: IstioRouteRef,
@@ -193,6 +195,48 @@ class IstioRouter(WeightedRouteRouter):
             return 0, 0
         canary = round_half_up(pool * weights.canary, wanted)
         return pool - canary, canary
+
+    # -- the shadow phase's mirror ----------------------------------------------------------------
+    def _mirror_container(self, obj: JsonObj) -> tuple[tuple[str | int, ...], JsonObj]:
+        routes = obj["spec"]["http"]
+        index = self._route_index(routes)
+        return ("spec", "http", index), routes[index]
+
+    def _is_canary(self, dest: JsonObj) -> bool:
+        want = canonical_host(self.ref.canary_host, self.ref.namespace)
+        host = canonical_host(str(dest.get("host", "")), self.ref.namespace)
+        return host == want and (dest.get("subset") or None) == self.ref.canary_subset
+
+    def _mirror_percent(self, container: JsonObj) -> int:
+        mirror = container.get("mirror")
+        if not isinstance(mirror, dict) or not self._is_canary(mirror):
+            return 0
+        value = (container.get("mirrorPercentage") or {}).get("value", 100.0)  # Istio: absent = all
+        return round(float(value))
+
+    def _mirror_keys(self, container: JsonObj, percent: int) -> dict[str, object]:
+        mirror = container.get("mirror")
+        if isinstance(mirror, dict) and not self._is_canary(mirror):
+            raise fail(
+                RouterErrorKind.INVALID,
+                self.target,
+                f"{self.target} http route {container.get('name') or ''} already mirrors to "
+                f"{_dest(str(mirror.get('host')), mirror.get('subset'))}; Istio allows one mirror per "
+                "route, so remove it or mirror on another route before the shadow phase.",
+            )
+        if percent == 0:
+            return {"mirror": None, "mirrorPercentage": None}
+        dest: JsonObj = {"host": self.ref.canary_host}
+        if self.ref.canary_subset:
+            dest["subset"] = self.ref.canary_subset
+        entries = container.get("route") or []
+        port = next(((e.get("destination") or {}).get("port") for e in entries if e.get("destination")), None)
+        if port is not None:
+            dest["port"] = port
+        return {
+            "mirror": mirror if isinstance(mirror, dict) else dest,
+            "mirrorPercentage": {"value": float(percent)},
+        }
 
 
 def _dest(host: str, subset: str | None) -> str:
