@@ -52,18 +52,22 @@ class Job:
                 self.proc.wait(10)
 
 
-def launch(script: str, tmp_path: Path, run: str, *args: str, gateway: str | None = None) -> Job:
-    """torchrun --nproc_per_node=2 <script> on 127.0.0.1 (a free rendezvous port, free metrics ports)."""
+def launch(
+    script: str, tmp_path: Path, run: str, *args: str, gateway: str | None = None, nproc: int = 2
+) -> Job:
+    """torchrun --nproc_per_node=<nproc> <script> on 127.0.0.1 (a free rendezvous port, free metrics
+    ports)."""
     # the script serves rank r on 127.0.0.1:<port-base + r>, or pushes to the gateway
     master = free_port()
     base = _adjacent_ports(avoid=master)
-    ports, target = [base, base + 1], ["--port-base", str(base)]
+    ports, target = [base, base + 1][:nproc], ["--port-base", str(base)]
     if gateway:
         ports, target = [], ["--pushgateway", gateway]
     log = tmp_path / f"{run}.log"
     env = os.environ | {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
                         "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master-addr=127.0.0.1",
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           "--master-addr=127.0.0.1",
            f"--master-port={master}", str(EXAMPLES / script), "--lossgate-run", run, *target,
            *JOB_ARGS, *args]  # fmt: skip
     with open(log, "wb") as out:
@@ -94,16 +98,16 @@ def scrape(prometheus: Prometheus, job: Job) -> None:
     wait_until(listed, 30, f"Prometheus to discover {addresses}")
 
 
-def wait_steps(prometheus: Prometheus, job: Job, steps: int, timeout: float = 150) -> None:
-    """Both ranks' final step counter is in Prometheus."""
+def wait_steps(prometheus: Prometheus, job: Job, steps: int, timeout: float = 150, ranks: int = 2) -> None:
+    """Every rank's final step counter is in Prometheus."""
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job.check_alive()  # a crashed job fails the test at once, with its log
-        if len(prometheus.query(f'training_steps_total{{run="{job.run}"}} == {steps}')) == 2:
+        if len(prometheus.query(f'training_steps_total{{run="{job.run}"}} == {steps}')) == ranks:
             return
         time.sleep(0.25)
-    raise AssertionError(f"both ranks of {job.run} not at step {steps} in Prometheus after {timeout:.0f}s")
+    raise AssertionError(f"the ranks of {job.run} not all at step {steps} in Prometheus after {timeout:.0f}s")
 
 
 def read(prometheus: Prometheus, run: str, start: float) -> TrainingRun:

@@ -27,16 +27,19 @@ def _run(
     steps: int,
     *args: str,
     gateway: Pushgateway | None = None,
+    nproc: int = 2,
 ) -> tuple[TrainingRun, HealthResult]:
     run, start = harness.new_run(script.split(".")[0].replace("_", "-")), time.time()
     if gateway is not None:  # the ranks push; Prometheus scrapes the gateway with honor_labels
         prometheus.add_target(f"127.0.0.1:{gateway.port}", honor_labels=True)
         prometheus.wait_target_up(f"127.0.0.1:{gateway.port}")
-    job = harness.launch(script, tmp_path, run, "--steps", str(steps), *args, gateway=gateway and gateway.url)
+    job = harness.launch(
+        script, tmp_path, run, "--steps", str(steps), *args, gateway=gateway and gateway.url, nproc=nproc
+    )
     jobs.append(job)
     if gateway is None:
         harness.scrape(prometheus, job)
-    harness.wait_steps(prometheus, job, steps, timeout=240)
+    harness.wait_steps(prometheus, job, steps, timeout=240, ranks=nproc)
     got = harness.read(prometheus, run, start)
     return got, harness.verdicts(got)[0]
 
@@ -90,3 +93,21 @@ def test_hf_trainer_clean_run_pushed_passes(
         assert r.totals["training_steps_total{}"] == 200
         assert r.totals["training_nonfinite_steps_total{}"] == 0
     assert counted.verdict is HealthVerdict.PASS, counted.reasons
+
+
+def test_hf_trainer_without_ddp_norms_every_step_from_the_parameters(
+    prometheus: Prometheus, jobs: list[Job], tmp_path: Path
+) -> None:
+    # Given the HF Trainer on one process (no DDP: the callback norms the gradients from per-parameter
+    # hooks), its loss NaN at step 150
+    got, counted = _run(prometheus, jobs, tmp_path, "train_hf.py", 200, "--nan", "0:150", nproc=1)
+    # Then every step is counted on the one rank, with the NaN steps from 150 on, and a finite,
+    # positive gradient norm (a finite log) at each of the 100 post-warm-up steps before the fault
+    # (steps 50-149): the norm's path works without DDP
+    (r,) = got.counts
+    assert r.totals["training_steps_total{}"] == 200
+    assert r.totals["training_nonfinite_steps_total{}"] == 51
+    assert r.totals["training_log_grad_norm_count{}"] == 100
+    # And the gate fails the run on its non-finite steps
+    assert counted.verdict is HealthVerdict.FAIL
+    assert counted.nonfinite_steps == 51
