@@ -12,6 +12,7 @@ from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from lossgate.adapters.spec_refs import judge_config
+from lossgate.core.evidence import Problem
 from lossgate.core.paired import PairedStats
 from lossgate.core.paired_step import decode, encode, judge_paired, plan_paired_read
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus, Phase
@@ -104,3 +105,13 @@ def test_only_a_running_shadow_step_is_judged_on_pairs() -> None:
     assert plan_paired_read(SPEC, running(started_at=None), CONFIG, "s") is None
     assert plan_paired_read(SPEC, running(), CONFIG, "s") is not None
     assert timedelta(0) < INTERVAL
+
+
+def test_a_read_without_pairs_keeps_the_fold_and_carries_the_problem() -> None:
+    plan = plan_paired_read(SPEC, running(), CONFIG, "series")
+    ev, state, problem = judge_paired(plan, Problem("NoData", "no paired series"), CONFIG, 0.01)
+    assert problem is not None
+    assert ev is not None
+    assert ev.problem == "no paired series"
+    assert state is not None
+    assert state.looks == 0

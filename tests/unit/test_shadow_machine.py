@@ -217,3 +217,14 @@ def test_shadow_invariants_over_random_runs(
         if before.mirror_percent != status.mirror_percent:
             assert mirrors(d.actions) == [status.mirror_percent]
         now += timedelta(seconds=seconds)
+
+
+def test_a_shadow_step_without_pairs_says_why_while_it_waits() -> None:
+    # Given the shadow step and Prometheus with no paired series (the mirror or the joiner not working)
+    why = "no paired series at Prometheus: check that the router mirrors requests to the canary"
+    p = PairedEvidence(LossVerdict.INSUFFICIENT_DATA, problem=why)
+    d = decide(SPEC, in_shadow(), obs(paired=p), T0)
+    # Then it waits at weight 0 (never judged on nothing) and the message names the problem
+    assert d.kind is DecisionKind.WAIT
+    assert d.status.canary_weight == 0
+    assert why in d.status.message

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -42,6 +42,7 @@ class PairedEvidence:
     p_regression: float | None = None
     p_not_worse: float | None = None
     alpha: float | None = None  # the paired test's share of alphaRollback
+    problem: str | None = None  # why no new pairs were read this tick (e.g. no paired series yet)
 
     def line(self) -> str:
         """'paired d +0.003 [-0.002, 0.009] on 1234 mirrored requests (margin 0.020)'."""
@@ -116,7 +117,8 @@ def judge_paired(
         looks=fold.looks,
         numbers=encode(fold),
     )
-    return evidence(fold, config, alpha), state, problem
+    ev = evidence(fold, config, alpha)
+    return (ev if problem is None else replace(ev, problem=problem.message)), state, problem
 
 
 def evidence(fold: PairedFold, config: JudgeConfig, alpha: float) -> PairedEvidence:

@@ -75,6 +75,8 @@ class ShadowRules(TickBase):
             return self._shadow_timed_out(q.max_duration, verdict)
         if verdict in (LossVerdict.INSUFFICIENT_DATA, LossVerdict.REGRESSION):
             reason, text = Reason.INSUFFICIENT_DATA, "too few paired samples to judge"
+            if p is not None and p.problem:
+                text += f" ({p.problem})"
         elif verdict is LossVerdict.UNDECIDED:
             reason, text = Reason.NON_INFERIORITY_NOT_SHOWN, "paired non-inferiority not shown yet"
         else:
