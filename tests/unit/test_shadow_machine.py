@@ -209,6 +209,7 @@ def test_shadow_invariants_over_random_runs(
             # left shadow for the first live step: on paired evidence with the quotas met
             assert verdict is LossVerdict.NOT_WORSE
             assert pairs >= 500
+            assert before.active_in_step(now) >= timedelta(minutes=5)  # the shadow step's minDuration
             assert status.canary_weight == 5
             assert d.reason == Reason.SHADOW_PASSED
         if was_shadow and verdict is LossVerdict.REGRESSION and command is None and not before.terminal:
