@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lossgate_dev.demo.stack import Stack
+from lossgate_dev.demo.stack import SCRAPE_LAG_S, Stack
 from lossgate_dev.devenv.procs import wait_until
+from tests.cli.conftest import run
 from tests.e2e.conftest import TERMINAL, Launch, history
+from tests.e2e.test_promote_rollback import replayed
 
 SHADOW_STEPS: list[dict[str, Any]] = [
     {"shadow": {"mirrorPercent": 100}},
@@ -55,6 +57,8 @@ def test_a_bad_canary_is_rolled_back_in_shadow_having_served_no_user(
     assert p["verdict"] == "Regression"
     assert p["n"] >= 150  # minSamplesBeforeRollback pairs
     assert p["csLow"] > p["margin"] > 0
+    # And `lossgate replay` (the state machine over the recorded paired and loss history) agrees
+    assert [m["kind"] for m in replayed(stack, namespace)["moves"]] == ["Start", "Rollback"]
 
 
 def test_a_good_canary_advances_from_shadow_on_paired_evidence(
@@ -77,3 +81,16 @@ def test_a_good_canary_advances_from_shadow_on_paired_evidence(
     assert p["verdict"] == "NotWorse"
     assert p["n"] >= 150  # the shadow step's minSamples counts pairs
     assert not _mirror(stack, namespace)
+    # And `lossgate replay` (the state machine over the recorded paired and loss history) takes the
+    # same decisions, leaving shadow on the paired evidence at the operator's time. (Later moves may be
+    # a few seconds apart: labels of requests mirrored just before the switch count in the first live
+    # step's samples, and whether their interval starts before or after the step's start differs by
+    # one tick between the two clocks.)
+    r = run("replay", "digits", "-n", namespace, "--kubeconfig", str(stack.plane.kubeconfig),
+            "--scrape-lag", f"{SCRAPE_LAG_S}s", "-o", "json")  # fmt: skip
+    assert r.rc == 0, r.err
+    doc = r.json()
+    moves = [(m["kind"], m["reason"]) for m in doc["moves"]]
+    assert moves == [(m["kind"], m["reason"]) for m in doc["recorded"]], doc
+    assert moves[1] == ("Advance", "ShadowPassed")
+    assert not any(d.startswith(("decision 1 ", "decision 2 ")) for d in doc["differences"]), doc
