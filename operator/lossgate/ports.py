@@ -16,6 +16,7 @@ from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.notify import Envelope
+from lossgate.core.paired import PairedStats
 
 
 class MetricsErrorKind(StrEnum):
@@ -127,6 +128,24 @@ class TrafficRouter(Protocol):
     def get_weights(self) -> Weights | Problem: ...
 
     def set_weights(self, weights: Weights) -> Weights | Problem: ...
+
+
+@runtime_checkable
+class MirrorRouter(Protocol):
+    """A router that can mirror the baseline's requests to the canary (Gateway API, Istio)."""
+
+    def get_mirror(self) -> int | Problem: ...
+
+    def set_mirror(self, percent: int) -> int | Problem: ...
+
+
+@runtime_checkable
+class PairedSource(Protocol):
+    """The joiner's paired counters: both versions' losses on the same (mirrored) requests."""
+
+    def paired_intervals(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[PairedStats] | Problem: ...
 
 
 class Clock(Protocol):

@@ -17,6 +17,7 @@ import yaml
 
 from lossgate.core.machine import decide
 from lossgate.core.observation import HealthEvidence, LossEvidence, Observation
+from lossgate.core.paired_step import PairedEvidence
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
 from lossgate.model import ModelRollout, ModelRolloutStatus
 from lossgate_dev.devenv.procs import wait_until
@@ -183,3 +184,37 @@ def test_kubectl_explain_describes_fields(kube: Kube) -> None:
     out = kube.kubectl("explain", "mro.spec.canary.trainingRun")
     assert out.returncode == 0, out.stderr
     assert "gradient health gates the start and every step" in " ".join(out.stdout.split())
+
+
+def test_a_shadow_rollouts_status_is_kept_exactly(kube: Kube, namespace: str) -> None:
+    # Given the shadow example applied, and the status decide() writes in its shadow step
+    path = ROOT / "examples" / "modelrollout-shadow.yaml"
+    assert kube.kubectl("apply", "-n", namespace, "-f", str(path)).returncode == 0
+    name = rollouts_in(path)[0]["metadata"]["name"]
+    spec = ModelRollout.model_validate(get(kube, namespace, name)).spec
+    paired = PairedEvidence(
+        LossVerdict.UNDECIDED,
+        n=1234,
+        mean_baseline=0.41,
+        delta=0.002,
+        cs_low=-0.01,
+        cs_high=0.02,
+        margin=0.02,
+    )
+    o = Observation(generation=1, loss=LossEvidence(LossVerdict.INSUFFICIENT_DATA), paired=paired)
+    s = decide(spec, ModelRolloutStatus(), o, T0).status
+    status = decide(spec, s, o, T0 + timedelta(minutes=1)).status
+    assert status.mirror_percent == 50
+    assert status.canary_weight == 0
+    assert status.paired is not None
+    # When it is written through the status subresource
+    patch = json.dumps({"status": status.to_wire()})
+    out = kube.kubectl(
+        "patch", "mro", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch
+    )
+    assert out.returncode == 0, out.stderr
+    # Then the API server keeps every paired number and the mirror percent (nothing pruned)
+    stored = get(kube, namespace, name)
+    assert stored["status"] == status.to_wire()
+    assert stored["status"]["paired"]["n"] == 1234
+    assert stored["status"]["mirrorPercent"] == 50

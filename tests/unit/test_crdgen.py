@@ -114,7 +114,9 @@ def rules(schema: dict[str, Any]) -> dict[str, list[str]]:
 def test_cel_rules_for_what_a_schema_cannot_say(schema: dict[str, Any]) -> None:
     r = rules(schema)
     assert any("has(self.gatewayAPI)" in x and "== 1" in x for x in r[".spec.trafficRouting"])
-    assert "self[self.size() - 1].weight == 100" in r[".spec.steps"]
+    assert any("self[self.size() - 1].weight == 100" in x for x in r[".spec.steps"])
+    assert any("has(self[0].shadow)" in x for x in r[".spec.steps"])  # the shadow step: first only
+    assert "has(self.weight) != has(self.shadow)" in r[".spec.steps[]"]
     assert any("isSorted()" in x for x in r[".spec.steps"])
     assert "self > 0.0" in r[".spec.analysis.loss.margin"]
     for alpha in ("alphaRollback", "alphaPromote", "alphaCatastrophic"):

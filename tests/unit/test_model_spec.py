@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from lossgate.adapters.spec_refs import judge_config
 from lossgate.model import (
     DEFAULT_LOSS_METRIC,
     MaxDurationAction,
@@ -231,3 +232,49 @@ def test_the_api_version_is_one_string_everywhere() -> None:
 
     assert f"{API_GROUP}/{API_VERSION}" == API_VERSION_STRING
     assert ModelRollout.model_fields["api_version"].default == API_VERSION_STRING
+
+
+def test_a_shadow_step_parses_and_joins_the_alpha_family() -> None:
+    # Given the shadow example
+    (doc,) = rollouts_in(ROOT / "examples" / "modelrollout-shadow.yaml")
+    spec = ModelRollout.model_validate(doc).spec
+    # Then its first step is the shadow, at weight 0, and the rest are live
+    assert spec.shadow is not None
+    assert spec.shadow.mirror_percent == 50
+    assert [s.traffic for s in spec.steps] == [0, 5, 50, 100]
+    assert spec.in_shadow(0)
+    assert not spec.in_shadow(1)
+    # And the paired test is one more check sharing alphaRollback (shadow + live <= alphaRollback)
+    live_only = ModelRolloutSpec.model_validate({**doc["spec"], "steps": doc["spec"]["steps"][1:]})
+    assert spec.family_checks == live_only.family_checks + 1
+    alpha = spec.analysis.loss.alpha_rollback
+    assert judge_config(spec).alpha_rollback == pytest.approx(alpha / spec.family_checks)
+    assert judge_config(live_only).alpha_rollback == pytest.approx(alpha / live_only.family_checks)
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        (
+            [{"weight": 5}, {"shadow": {"mirrorPercent": 50}}, {"weight": 100}],
+            "spec.steps: only the first step may be a shadow step (fix: move it first or drop it)",
+        ),
+        (
+            [{"shadow": {"mirrorPercent": 50}}, {"weight": 100}],
+            "spec.steps: a shadow step needs a live step below 100 after it",
+        ),
+        (
+            [{"weight": 5, "shadow": {"mirrorPercent": 50}}, {"weight": 100}],
+            "spec.steps[0]: a step sets either weight or shadow",
+        ),
+        (
+            [{"shadow": {"mirrorPercent": 101}}, {"weight": 5}, {"weight": 100}],
+            "spec.steps[0].shadow.mirrorPercent: Input should be less than or equal to 100, got 101 "
+            "(fix: use a percent of requests to mirror in 1..100)",
+        ),
+    ],
+)
+def test_bad_shadow_steps_name_the_field(steps: list[dict[str, Any]], expected: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        ModelRolloutSpec.model_validate(spec_with(steps=steps))
+    assert any(expected in line for line in validation_messages(err.value, model=ModelRolloutSpec))

@@ -1,7 +1,9 @@
 """A traffic driver standing in for the gateway's data plane.
 
 It reads the backend weights the operator wrote into an HTTPRoute rule (from the API server, once a
-second), sends each request to one backend chosen with those weights, and delivers the true label
+second), sends each request to one backend chosen with those weights, copies a request to the backend
+of the rule's RequestMirror filter (its `percent` of them; the copy's answer is discarded, as a
+gateway does; both servers log their prediction under the same request id), and delivers the true label
 later (exponential delay) in batches, as a label-join job would: to the model server that served
 the prediction, or, with `labels_url`, to the `lossgate joiner` the model servers log to.
 """
@@ -66,6 +68,8 @@ class TrafficDriver:
     labelled: Counter[str] = field(default_factory=Counter)
     errors: int = 0
     weights: dict[str, int] = field(default_factory=dict)
+    mirror: tuple[str, int] | None = None  # (backend, percent) of the rule's RequestMirror filter
+    mirrored: Counter[str] = field(default_factory=Counter)  # copies sent (not counted in `sent`)
     labels_url: str | None = None  # a lossgate joiner: labels go there instead of the model servers
     send_class: bool = False  # send each request's digit as its `class` slice (the per-class scenario)
 
@@ -90,7 +94,9 @@ class TrafficDriver:
                 GW_GROUP, GW_VERSION, self.namespace, "httproutes", self.route
             ),
         )
-        refs = route["spec"]["rules"][self.rule_index].get("backendRefs", [])
+        rule = route["spec"]["rules"][self.rule_index]
+        self.mirror = _mirror_of(rule, self.backends)
+        refs = rule.get("backendRefs", [])
         return {r["name"]: int(r.get("weight", 1)) for r in refs if r["name"] in self.backends}
 
     def _run(self) -> None:
@@ -137,7 +143,24 @@ class TrafficDriver:
             return
         self.sent[backend] += 1
         delay = float(self._rng.exponential(self.label_delay_s))
-        self._pending.append((now + delay, backend, pid, int(self.traffic.labels[row])))
+        label = int(self.traffic.labels[row])
+        self._pending.append((now + delay, backend, pid, label))
+        target = self._mirror_target(backend)
+        if target is not None:
+            try:
+                conns[target].post("/predict", doc)  # the copy's answer is discarded
+            except (RuntimeError, OSError, http.client.HTTPException):
+                self.errors += 1
+                return
+            self.mirrored[target] += 1
+            if self.labels_url is None:  # without a joiner each server holds its own pending prediction
+                self._pending.append((now + delay, target, pid, label))
+
+    def _mirror_target(self, backend: str) -> str | None:
+        if self.mirror is None or self.mirror[0] == backend:
+            return None
+        target, percent = self.mirror
+        return target if float(self._rng.random()) * 100 < percent else None
 
     def _deliver_labels(self, conns: dict[str, _Backend], now: float) -> None:
         batches: dict[str, list[dict[str, object]]] = {}
@@ -159,3 +182,19 @@ class TrafficDriver:
                 self.labelled[backend] += len(batch)
             except (RuntimeError, OSError, http.client.HTTPException, JoinerError):
                 self.errors += 1
+
+
+def _mirror_of(rule: dict[str, Any], backends: dict[str, str]) -> tuple[str, int] | None:
+    """The rule's RequestMirror filter to one of our backends: (backend, percent), `fraction` as percent."""
+    for f in rule.get("filters") or []:
+        m = f.get("requestMirror") or {}
+        name = (m.get("backendRef") or {}).get("name")
+        if f.get("type") != "RequestMirror" or name not in backends:
+            continue
+        if "percent" in m:
+            return name, int(m["percent"])
+        frac = m.get("fraction")
+        if isinstance(frac, dict):
+            return name, round(100 * int(frac.get("numerator", 0)) / int(frac.get("denominator", 100) or 100))
+        return name, 100
+    return None

@@ -79,7 +79,7 @@ def judge_config(spec: ModelRolloutSpec) -> JudgeConfig:
     return JudgeConfig(
         margin=loss.margin,
         relative_margin=loss.relative_margin,
-        alpha_rollback=split_alpha(loss.alpha_rollback, spec.analysis.family_checks),
+        alpha_rollback=split_alpha(loss.alpha_rollback, spec.family_checks),
         alpha_promote=loss.alpha_promote,
         min_samples_before_rollback=float(loss.min_samples_before_rollback),
         min_samples_before_promote=float(loss.min_samples_before_promotion),
@@ -91,7 +91,7 @@ def judge_config(spec: ModelRolloutSpec) -> JudgeConfig:
 def guardrail_checks(spec: ModelRolloutSpec) -> list[GuardrailCheck]:
     """Each guardrail's test, at its share of alphaRollback."""
     loss = spec.analysis.loss
-    alpha = split_alpha(loss.alpha_rollback, spec.analysis.family_checks)
+    alpha = split_alpha(loss.alpha_rollback, spec.family_checks)
     out = []
     for g in spec.analysis.guardrails:
         null = (

@@ -27,6 +27,7 @@ from lossgate.cli.trail import iso
 from lossgate.core.backtest import MOVES, Backtest, Tick, backtest
 from lossgate.core.evidence import IntervalStats, Problem
 from lossgate.core.judge_types import JudgeConfig
+from lossgate.core.paired import PairedStats
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus, parse_duration
 from lossgate.model.status import HISTORY_LIMIT
 
@@ -105,6 +106,25 @@ def read(
     return got
 
 
+def read_paired(
+    address: str, namespace: str, spec: ModelRolloutSpec, start: datetime, end: datetime, notes: list[str]
+) -> list[PairedStats] | None:
+    """The paired intervals a shadow step is judged on (None without a shadow step, or none recorded)."""
+    if spec.shadow is None:
+        return None
+    metrics = PrometheusMetrics(PrometheusConfig(address))
+    try:
+        got = metrics.paired_intervals(
+            loss_ref(namespace, spec), start, end, spec.analysis.interval.total_seconds()
+        )
+    finally:
+        metrics.close()
+    if isinstance(got, Problem):
+        notes.append(f"no paired history ({got.kind}: {got.message}): the shadow step waits at weight 0")
+        return None
+    return got
+
+
 def measured_split(intervals: list[IntervalStats]) -> float:
     nb = sum(iv.baseline.n for iv in intervals)
     nc = sum(iv.canary.n for iv in intervals)
@@ -126,6 +146,7 @@ class History:
     split: float | None
     intervals: list[IntervalStats]
     notes: list[str]
+    paired: list[PairedStats] | None = None  # a shadow step's paired intervals on the same grid
 
 
 def prepare(
@@ -151,7 +172,8 @@ def prepare(
             end = parse_time(args.to, now)
         wakeups = tuple(h.time for h in status.history if h.time > origin)
         intervals = read(address, namespace, spec, origin, end)
-        return History("rollout", address, origin, end, lag, wakeups, None, intervals, notes)
+        paired = read_paired(address, namespace, spec, origin, end, notes)
+        return History("rollout", address, origin, end, lag, wakeups, None, intervals, notes, paired)
     if args.from_ is None:
         raise UsageError("--simulate over an A/B history needs --from (or a rollout with status.stepStarts)")
     origin, end = parse_time(args.from_, now), parse_time(args.to, now)
@@ -165,12 +187,13 @@ def prepare(
         f"A/B history at a fixed split ({100 * split:.1f}% canary): each step sees it thinned to its own "
         "split; times to reach sample quotas are those of the recorded traffic"
     )
-    return History("fixed-split", address, origin, end, lag, (), split, intervals, notes)
+    paired = read_paired(address, namespace, spec, origin, end, notes)
+    return History("fixed-split", address, origin, end, lag, (), split, intervals, notes, paired)
 
 
 def run_history(spec: ModelRolloutSpec, config: JudgeConfig, h: History) -> Backtest:
     return backtest(ungated(spec), config, h.intervals, h.origin, h.end, scrape_lag=h.lag, wakeups=h.wakeups,
-                    recorded_split=h.split)  # fmt: skip
+                    recorded_split=h.split, paired=h.paired)  # fmt: skip
 
 
 def simulate(

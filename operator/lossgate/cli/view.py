@@ -117,9 +117,11 @@ def detail(obj: dict[str, Any], now: datetime | None = None) -> RenderableType:
     )
     head.add_row("Model", f"{spec.get('model', '-')}: baseline {base} -> canary {can}")
     head.add_row("Phase", phase_text(str(st.get("phase", "Pending"))))
-    weights = " ".join(str(s.get("weight")) for s in spec.get("steps") or [])
+    weights = " ".join(_step_label(s) for s in spec.get("steps") or [])
     head.add_row("Step", f"{step_of(obj)}  (weights {weights})")
     head.add_row("Weights", f"baseline {100 - w}%  canary {w}%")
+    if st.get("mirrorPercent"):
+        head.add_row("Mirror", f"{st['mirrorPercent']}% of the baseline's requests mirrored to the canary")
     head.add_row("Message", Text(str(st.get("message", "")), overflow="fold"))
     parts: list[RenderableType] = [head, Text("")]
 
@@ -135,6 +137,14 @@ def detail(obj: dict[str, Any], now: datetime | None = None) -> RenderableType:
         head.add_row("P-values", f"regression {pval(a.get('pRegression'))}   not worse "
                                  f"{pval(a.get('pNotWorse'))}   (always valid)")  # fmt: skip
         head.add_row("Needed", f"{count(a.get('samplesNeeded'))} more canary samples (judge's estimate)")
+    p = st.get("paired") or {}
+    if p:
+        d = signed(p.get("delta"))
+        head.add_row("Paired", f"{p.get('verdict', '-')}: d {d} nats (canary - baseline on the same "
+                               f"requests), CS {cs(p)}, margin {num(p.get('margin'))}, "
+                               f"{count(p.get('n'))} pairs")  # fmt: skip
+        head.add_row("Paired-p", f"regression {pval(p.get('pRegression'))} (alpha {num(p.get('alpha'))})   "
+                                 f"not worse {pval(p.get('pNotWorse'))}")  # fmt: skip
     if th:
         line = (f"{th.get('verdict', '-')}  non-finite steps {th.get('nonFiniteSteps', 0)}, "
                 f"grad-norm spikes {th.get('gradNormSpikes', 0)}, rank divergence "
@@ -206,3 +216,8 @@ def fingerprint(obj: dict[str, Any]) -> tuple[str, str]:
     """What a redraw depends on: the object's identity and its status/spec version."""
     meta = obj["metadata"]
     return f"{meta.get('namespace')}/{meta['name']}", str(meta.get("resourceVersion", ""))
+
+
+def _step_label(step: dict[str, Any]) -> str:
+    shadow = step.get("shadow")
+    return f"shadow({shadow.get('mirrorPercent')}%)" if isinstance(shadow, dict) else str(step.get("weight"))

@@ -28,6 +28,17 @@ class SetWeight:
 
 
 @dataclass(frozen=True)
+class SetMirror:
+    """Mirror `percent` of the baseline's requests to the canary (0 removes the mirror)."""
+
+    percent: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.percent <= 100:
+            raise ValueError(f"mirror percent out of range: {self.percent}")
+
+
+@dataclass(frozen=True)
 class ScaleCanary:
     """Scale the canary Deployment: replicas=0 scales it down (the adapter records the previous count
     in the annotation `lossgate.io/replicas-before-scale-down`); replicas=None restores that count."""
@@ -54,4 +65,4 @@ class EmitEvent:
     message: str
 
 
-Action = SetWeight | ScaleCanary | EmitEvent
+Action = SetWeight | SetMirror | ScaleCanary | EmitEvent

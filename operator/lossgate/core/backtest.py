@@ -6,7 +6,9 @@ analysis grid (from the rollout's start) that closed at least `scrape_lag` befor
 running fold with the simulated weight timeline as strata. The clock moves as the operator's daemon
 does: to the next tick after decide()'s requeue_after (the analysis interval, or sooner when a step's
 minDuration or maxDuration falls due), and also at `wakeups` (moments the operator was woken, such as
-its recorded step starts). What a backtest cannot replay: the router (weights are taken as applied),
+its recorded step starts). A shadow step is judged on `paired`, the paired intervals on the same grid
+(none recorded: it waits at weight 0 as the operator would). What a backtest cannot replay: the
+router (weights and the mirror are taken as applied),
 the canary's readiness, label checks and the training run's health (the caller removes the gate).
 
 Over an A/B history recorded at a fixed split (`recorded_split`), each interval is reweighted to the
@@ -19,6 +21,7 @@ are wider than a real sub-sample's would be on average, never narrower (conserva
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +30,8 @@ from lossgate.core.evidence import ArmStats, IntervalStats, Weights
 from lossgate.core.health import HealthConfig
 from lossgate.core.judge_types import JudgeConfig
 from lossgate.core.machine import decide
+from lossgate.core.paired import PairedStats
+from lossgate.core.paired_step import PairedPlan, plan_paired_read
 from lossgate.core.step import Gathered, judge_tick, plan_loss_read
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 
@@ -105,6 +110,7 @@ def backtest(
     wakeups: tuple[datetime, ...] = (),
     recorded_split: float | None = None,
     health: HealthConfig | None = None,
+    paired: list[PairedStats] | None = None,
 ) -> Backtest:
     """Run the rollout from `origin` (its start: the first tick starts step 1) until it finishes or the
     clock passes `end`. `intervals`: the loss intervals on the grid origin + k * analysis.interval."""
@@ -124,9 +130,11 @@ def backtest(
             new = [iv for iv in by_start[first:] if iv.end <= seen + 1e-6]
             if recorded_split is not None:
                 new = [reweighted(iv, _weight_at(status, iv.start), recorded_split) for iv in new]
+        pplan = plan_paired_read(spec, status, config, "replay")
         got = Gathered(generation=1, command=None, weights=Weights(100 - status.canary_weight,
-                       status.canary_weight), loss=new)  # fmt: skip
-        judged = judge_tick(spec, status, plan, got, config, health)
+                       status.canary_weight), loss=new,
+                       paired=_paired_since(pplan, paired, origin, t - scrape_lag))  # fmt: skip
+        judged = judge_tick(spec, status, plan, got, config, health, paired_plan=pplan)
         decision = decide(spec, status, judged.observation, t)
         status = decision.status
         keep = status.step_starts and not status.terminal and judged.judge_state is not None
@@ -135,6 +143,7 @@ def backtest(
             status = status.model_copy(update={"judge_state": judged.judge_state if same else None})
         else:
             status = status.model_copy(update={"judge_state": None})
+        status = status.model_copy(update={"paired_state": None if status.terminal else judged.paired_state})
         ticks.append(_tick(t, decision.kind, decision.reason, status, judged.observation))
         if status.terminal:
             break
@@ -145,6 +154,17 @@ def backtest(
             nxt = pending.pop(0)
         t = nxt
     return Backtest(ticks, status, recorded_split)
+
+
+def _paired_since(
+    plan: PairedPlan | None, paired: list[PairedStats] | None, origin: datetime, seen: datetime
+) -> list[PairedStats] | None:
+    """The recorded paired intervals from the paired plan's start that closed by `seen`."""
+    if plan is None or paired is None:
+        return None
+    first = round((plan.start - origin) / timedelta(seconds=plan.interval_s))
+    closed = math.floor((seen - origin) / timedelta(seconds=plan.interval_s) + 1e-9)
+    return paired[first:closed] if closed > first else []
 
 
 def _weight_at(status: ModelRolloutStatus, at: float) -> int:

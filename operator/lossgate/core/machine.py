@@ -17,7 +17,8 @@ The rules, in the order they are applied each tick (docs/api.md has the same tab
     are met and the verdict is NotWorse or Undecided; leaving the last step below 100 is the
     promotion and also needs minSamplesBeforePromotion canary samples and, under
     RequireNonInferiority, a NotWorse verdict. A step past its maxDuration follows
-    stepDefaults.onMaxDuration (Rollback | Hold | Advance).
+    stepDefaults.onMaxDuration (Rollback | Hold | Advance). A first shadow step is judged on paired
+    evidence from mirrored requests at weight 0 (core/shadow.py).
  5. The router's actual weight is compared with the desired one every tick and repaired.
 """
 
@@ -30,7 +31,7 @@ from lossgate.core.actions import EventType, ScaleCanary
 from lossgate.core.decision import Decision, DecisionKind
 from lossgate.core.label_checks import coverage_imbalance
 from lossgate.core.observation import ManualCommand, Observation
-from lossgate.core.tick import TickBase
+from lossgate.core.shadow import ShadowRules
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
 from lossgate.model.analysis import PromotionPolicy, UnavailableAction
 from lossgate.model.conditions import ConditionType, Reason, get_condition
@@ -58,7 +59,7 @@ def decide(
     return _Rules(spec, status, observation, now).run()
 
 
-class _Rules(TickBase):
+class _Rules(ShadowRules):
     def run(self) -> Decision:
         self._identity()
         if self.restarted:  # a restart only resets traffic to the baseline; the next tick starts step 1
@@ -73,6 +74,7 @@ class _Rules(TickBase):
                 self._progressing()
         self.pause_clock()
         self.repair_weights()
+        self.repair_mirror()
         return self.finish()
 
     # ------------------------------------------------------------------ 1. identity
@@ -169,13 +171,16 @@ class _Rules(TickBase):
         waiting = self._blockers(starting=True)
         if waiting is not None:
             return self.set(DecisionKind.HOLD, waiting[0], f"waiting to start: {waiting[1]}")
-        m.phase, m.step_index, m.canary_weight = Phase.PROGRESSING, 0, spec.steps[0].weight
+        m.phase, m.step_index, m.canary_weight = Phase.PROGRESSING, 0, spec.steps[0].traffic
         m.started_at = m.step_started_at = self.now
         m.step_paused, m.paused_at = timedelta(0), None
         gate = fmt.health_line(self.obs.health) if self.health is not None else "no training-health gate"
-        text = (
-            f"started: step 1/{len(spec.steps)}, canary {spec.canary.version} at {m.canary_weight}% ({gate})"
+        at = (
+            self.shadow_start_line()
+            if self.in_shadow
+            else f"canary {spec.canary.version} at {m.canary_weight}%"
         )
+        text = f"started: step 1/{len(spec.steps)}, {at} ({gate})"
         return self.set(DecisionKind.START, Reason.STARTED, text)
 
     def _blockers(self, starting: bool) -> tuple[Reason, str] | None:
@@ -240,6 +245,8 @@ class _Rules(TickBase):
         if failing is not None:
             why = f"{failing.kind} check {failing.name}: {failing.reason.split(': ', 1)[-1]}"
             return self._rollback(Reason.CHECK_REGRESSION, why)
+        if (paired := self.paired_regression()) is not None:
+            return self._rollback(*paired)
         expired = since is not None and self.now - since >= policy.after
         if unavailable and expired and since is not None and policy.action is UnavailableAction.ROLLBACK:
             what = "metrics" if not self.obs.metrics_available else "training metrics"
@@ -297,6 +304,8 @@ class _Rules(TickBase):
 
     def _evaluate_step(self) -> None:
         spec, m, loss = self.spec, self.m, self.loss
+        if self.in_shadow:
+            return self.evaluate_shadow()
         q = spec.quota(m.step_index)
         min_samples, min_duration = q.min_samples, q.min_duration
         if self.health is HealthVerdict.WARN:  # a warning lengthens the step
@@ -331,7 +340,7 @@ class _Rules(TickBase):
                 reason = Reason.PROMOTED_NON_INFERIOR
             return self._promote(reason, f"after {evidence}")
         m.step_index += 1
-        m.canary_weight = spec.steps[m.step_index].weight
+        m.canary_weight = spec.steps[m.step_index].traffic
         m.step_started_at, m.step_paused, m.paused_at = self.now, timedelta(0), None
         why = "maxDuration reached, onMaxDuration Advance" if timed_out else "quotas met, no regression"
         text = (
@@ -345,12 +354,12 @@ class _Rules(TickBase):
         """Keep step_index consistent with the weight when spec.steps was edited mid-rollout."""
         m, steps = self.m, self.spec.steps
         last_analysis = len(steps) - 2
-        if m.step_index <= last_analysis and steps[m.step_index].weight == m.canary_weight:
+        if m.step_index <= last_analysis and steps[m.step_index].traffic == m.canary_weight:
             return
-        i = next((k for k, s in enumerate(steps) if s.weight >= m.canary_weight), last_analysis)
+        i = next((k for k, s in enumerate(steps) if s.traffic >= m.canary_weight), last_analysis)
         m.step_index = min(i, last_analysis)
-        if steps[m.step_index].weight > m.canary_weight:  # an edit never lowers the weight
-            m.canary_weight = steps[m.step_index].weight
+        if steps[m.step_index].traffic > m.canary_weight:  # an edit never lowers the weight
+            m.canary_weight = steps[m.step_index].traffic
             m.step_started_at, m.step_paused = self.now, timedelta(0)
 
     # ------------------------------------------------------------------ transitions
@@ -386,13 +395,3 @@ class _Rules(TickBase):
         run, health = self.spec.canary.training_run, fmt.health_line(self.obs.health)
         text = f"blocked before traffic moved: training run {run} failed gradient health: {health}"
         self.set(DecisionKind.BLOCK, Reason.TRAINING_UNHEALTHY, text)
-
-    # ------------------------------------------------------------------ messages
-    def _loss_line(self) -> str:
-        m, samples = self.m, self.obs.canary_samples_in_step
-        target = fmt.samples_target(self.spec.quota(m.step_index).min_samples, samples, self.loss)
-        return fmt.loss_line(self.loss, samples, target)
-
-    def _step_line(self, note: str) -> str:
-        line = f"step {self.m.step_index + 1}/{len(self.spec.steps)}: {self._loss_line()}"
-        return f"{line}; {note}" if note else line

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from lossgate.core.evidence import Weights
 from lossgate.core.label_checks import LabelEvidence
+from lossgate.core.paired_step import PairedEvidence
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
 from lossgate.model import API_GROUP
 from lossgate.model.status import CheckStatus, TrainingHealthStatus
@@ -252,3 +253,5 @@ class Observation:
     canary_version_seen: str | None = None
     labels: LabelEvidence | None = None
     checks: tuple[CheckStatus, ...] = ()  # guardrails and classes (core/checks.py): any regression rolls back
+    paired: PairedEvidence | None = None  # the shadow step's paired test (core/paired_step.py)
+    actual_mirror: int | None = None  # the mirror percent the router reports; None: not read

@@ -285,8 +285,9 @@ def advance(
                 verdict, decided_at = v, fold.looks + int(np.argmax(flags))
                 break
     reg, nw = path.parts
-    low = float(confidence_bound(reg, REGRESSION, alpha_rollback)[-1])
-    high = float(confidence_bound(nw, NOT_WORSE, config.alpha_promote)[-1])
+    # The intersection over every look of the chunk, not only its last: the same in any chunking.
+    low = float(np.max(confidence_bound(reg, REGRESSION, alpha_rollback)))
+    high = float(np.min(confidence_bound(nw, NOT_WORSE, config.alpha_promote)))
     return PairedFold(
         looks=fold.looks + len(intervals),
         start=path_end(x, path, fold.start),

@@ -23,12 +23,15 @@ from lossgate.core.judge_fold import JudgeFold, advance, conclude
 from lossgate.core.judge_types import JudgeConfig
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.observation import HealthEvidence, LossEvidence, ManualCommand, Observation
+from lossgate.core.paired import PairedStats
+from lossgate.core.paired_step import PairedPlan, judge_paired
 from lossgate.core.timeline import weight_timeline, with_weights
 from lossgate.core.verdicts import HealthVerdict
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
-from lossgate.model.status import ChecksState, CheckStatus, JudgeState
+from lossgate.model.status import ChecksState, CheckStatus, JudgeState, PairedState
 
 PARTIAL = "Partial"  # lossgate.ports.MetricsErrorKind.PARTIAL (one arm has no series): not an outage
+NO_DATA = "NoData"  # lossgate.ports.MetricsErrorKind.NO_DATA: no pairs yet in a shadow step, not an outage
 # Training health is re-read at most this often (a few intervals), and kept in status in between: the
 # run that produced the canary has usually finished, so its verdict rarely changes.
 TRAINING_REFRESH_INTERVALS = 5
@@ -86,6 +89,8 @@ class Gathered:
     checks: Mapping[str, list[CountInterval] | Problem] = field(default_factory=dict)  # per guardrail
     classes: dict[str, list[IntervalStats]] | Problem | None = None  # the loss per class
     checks_closed: int = 0  # intervals closed in the checks' read window
+    paired: list[PairedStats] | Problem | None = None  # shadow step: paired intervals since its plan
+    mirror: int | Problem | None = None  # the router's mirror percent (read only with a shadow step)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class Judged:
     training_problem: Problem | None
     version_problem: Problem | None
     checks_state: ChecksState | None = None
+    paired_state: PairedState | None = None
 
 
 def reads_metrics(command: ManualCommand | None) -> bool:
@@ -134,9 +140,18 @@ def judge_tick(
     checks: ChecksPlan | None = None,
     guardrails: tuple[GuardrailCheck, ...] = (),
     classes: ClassChecks | None = None,
+    paired_plan: PairedPlan | None = None,
 ) -> Judged:
-    """Judge the evidence read this tick."""
+    """Judge the evidence read this tick. The paired test (shadow step) runs at the pooled judge's
+    share of alphaRollback: spec.family_checks counts it as one more check."""
     loss, state, metrics_problem = _loss(status, plan, got, judge)
+    paired, paired_state, paired_problem = judge_paired(paired_plan, got.paired, judge, judge.alpha_rollback)
+    if (
+        metrics_problem is None
+        and paired_problem is not None
+        and paired_problem.kind not in (PARTIAL, NO_DATA)
+    ):
+        metrics_problem = paired_problem
     # Kept while finished (the verdicts shown); cleared while not started (a retry's earlier run).
     shown: tuple[CheckStatus, ...] = tuple(status.checks) if status.step_starts else ()
     checks_state = status.checks_state
@@ -162,11 +177,22 @@ def judge_tick(
         canary_version_seen=version,
         labels=got.labels if isinstance(got.labels, LabelEvidence) else None,
         checks=shown,
+        paired=paired,
+        actual_mirror=got.mirror if isinstance(got.mirror, int) else None,
     )
     router_problem = got.weights if isinstance(got.weights, Problem) else None
     version_problem = got.canary_version if isinstance(got.canary_version, Problem) else None
+    if isinstance(got.mirror, Problem) and router_problem is None:
+        router_problem = got.mirror
     return Judged(
-        obs, state, router_problem, metrics_problem, training_problem, version_problem, checks_state
+        obs,
+        state,
+        router_problem,
+        metrics_problem,
+        training_problem,
+        version_problem,
+        checks_state,
+        paired_state if paired_plan is not None else status.paired_state,
     )
 
 

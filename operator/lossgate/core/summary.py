@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from lossgate.core.observation import HealthEvidence, LossEvidence
+from lossgate.core.paired_step import PairedEvidence
 from lossgate.model.durations import format_duration
-from lossgate.model.status import AnalysisStatus, ArmStatus, TrainingHealthStatus
+from lossgate.model.status import AnalysisStatus, ArmStatus, PairedStatus, TrainingHealthStatus
 
 
 def num(x: float | None) -> str:
@@ -116,4 +117,22 @@ def training_status(h: HealthEvidence, now: datetime) -> TrainingHealthStatus:
         last_step=h.last_step,
         finished=h.finished,
         updated_at=h.assessed_at or now,
+    )
+
+
+def paired_status(p: PairedEvidence, mirror_percent: int, now: datetime) -> PairedStatus:
+    """status.paired: the shadow step's paired test (kept as it was last seen once the step is left)."""
+    return PairedStatus(
+        verdict=p.verdict.value,
+        n=p.n,
+        mean_baseline=sig(p.mean_baseline),
+        delta=sig(p.delta),
+        cs_low=sig(p.cs_low),
+        cs_high=sig(p.cs_high),
+        margin=sig(p.margin),
+        p_regression=sig(p.p_regression),
+        p_not_worse=sig(p.p_not_worse),
+        alpha=sig(p.alpha),
+        mirror_percent=mirror_percent or None,
+        updated_at=now,
     )

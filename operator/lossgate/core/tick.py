@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lossgate.core import summary as fmt
-from lossgate.core.actions import Action, EmitEvent, EventType, SetWeight
+from lossgate.core.actions import Action, EmitEvent, EventType, SetMirror, SetWeight
 from lossgate.core.decision import Decision, DecisionKind
 from lossgate.core.label_checks import delay_warning
 from lossgate.core.notify import Notice, notice_for
@@ -62,6 +62,7 @@ class Working:
     metrics_unavailable_since: datetime | None
     manually_paused: bool
     canary_scaled_down: bool
+    mirror_percent: int
 
     def active_in_step(self, now: datetime) -> timedelta:
         """Time in the current step, not counting time paused."""
@@ -87,6 +88,7 @@ class TickBase:
         self.fresh = False
         self.restarted = False
         self.loss = obs.loss if obs.metrics_available else None
+        self.paired = obs.paired if obs.metrics_available else None
         self.health: HealthVerdict | None = None  # None: not gated
         if spec.health_gated:
             self.health = obs.health.verdict if obs.health is not None else HealthVerdict.UNKNOWN
@@ -175,6 +177,24 @@ class TickBase:
         if actual is None or actual.canary != desired or desired != before:
             self.actions.insert(0, SetWeight(desired))
 
+    def repair_mirror(self) -> None:
+        """The mirror is on only while the rollout runs its shadow step; SetMirror when that changes
+        or the router reports another percent. Rollouts without a shadow step never touch it."""
+        m, shadow = self.m, self.spec.shadow
+        running = m.started_at is not None and m.phase in (Phase.PROGRESSING, Phase.PAUSED)
+        in_shadow = shadow is not None and running and self.spec.in_shadow(m.step_index)
+        m.mirror_percent = shadow.mirror_percent if shadow is not None and in_shadow else 0
+        actual, before = self.obs.actual_mirror, self.prev.mirror_percent
+        if shadow is None and before == 0 and m.mirror_percent == 0:
+            return
+        if actual is not None and actual != before:
+            text = (
+                f"router mirrors {actual}% to the canary, lossgate set {before}%: writing {m.mirror_percent}%"
+            )
+            self.event(EventType.WARNING, Reason.MIRROR_DRIFT, text)
+        if actual is None or actual != m.mirror_percent or m.mirror_percent != before:
+            self.actions.append(SetMirror(m.mirror_percent))
+
     def finish(self) -> Decision:
         if self._should_record():
             self.record(self.kind, self.reason, self.message)
@@ -201,6 +221,10 @@ class TickBase:
             policy = spec.analysis.loss.promotion_policy.value
             analysis = fmt.analysis_status(self.loss, obs.canary_samples_in_step, policy, now)
         update["analysis"] = analysis
+        paired = None if self.restarted else self.prev.paired
+        if self.paired is not None and active:
+            paired = fmt.paired_status(self.paired, m.mirror_percent, now)
+        update["paired"] = paired
         health = None if self.restarted else self.prev.training_health
         if obs.health is not None and active:
             health = fmt.training_status(obs.health, now)

@@ -51,6 +51,7 @@ class Reason(StrEnum):
     RESUMED = "Resumed"
     STEP_TIMED_OUT = "StepTimedOut"
     NON_INFERIORITY_NOT_SHOWN = "NonInferiorityNotShown"
+    SHADOW_PASSED = "ShadowPassed"  # paired non-inferiority in the shadow step: first live step
     # Terminal outcomes
     PROMOTED_NO_REGRESSION = "PromotedNoRegression"
     PROMOTED_NON_INFERIOR = "PromotedNonInferior"
@@ -58,6 +59,7 @@ class Reason(StrEnum):
     PROMOTED_ON_TIMEOUT = "PromotedOnTimeout"
     LOSS_REGRESSION = "LossRegression"
     CATASTROPHIC_LOSS = "CatastrophicLoss"
+    PAIRED_REGRESSION = "PairedRegression"  # the paired test in the shadow step (no user saw the canary)
     CHECK_REGRESSION = "CheckRegression"  # a guardrail or a class's loss (status.checks names it)
     TRAINING_UNHEALTHY = "TrainingUnhealthy"
     ABORTED = "Aborted"
@@ -82,6 +84,7 @@ class Reason(StrEnum):
     EXPORTER_OUTDATED = "ExporterOutdated"  # gauge-only training exporter: the gate sees sampled steps
     # Router
     WEIGHT_DRIFT = "WeightDrift"
+    MIRROR_DRIFT = "MirrorDrift"
     # Reconciler-owned (SpecValid / RouterReady); router problem kinds from lossgate.ports are reasons too.
     SPEC_OK = "SpecOK"
     INVALID_SPEC = "InvalidSpec"

@@ -50,6 +50,7 @@ _HINTS: dict[str, str] = {
 
 _FIELD_HINTS: dict[str, str] = {
     "weight": "use a canary percent in 1..100",
+    "mirrorPercent": "use a percent of requests to mirror in 1..100",
     "steps": "list 2 to 20 steps, weights strictly increasing and ending with {weight: 100}",
     "margin": "use a positive number of nats, e.g. 0.01",
     "relativeMargin": "use a fraction of the baseline's mean loss, e.g. 0.02",

@@ -154,10 +154,34 @@ def _check_min_max(lo: timedelta | None, hi: timedelta | None) -> None:
         )
 
 
-class Step(ApiModel):
-    model_config = ConfigDict(json_schema_extra=validations(_MIN_MAX))
+class ShadowStep(ApiModel):
+    """The canary serves no user; the router mirrors a share of the baseline's requests to it and the
+    paired judge compares both versions' losses on the same requests (docs/judge.md, "Paired evidence")."""
 
-    weight: int = Field(ge=1, le=100, description="Canary traffic percent during this step.")
+    mirror_percent: int = Field(
+        ge=1,
+        le=100,
+        description="Percent of the baseline's requests mirrored to the canary (responses discarded).",
+    )
+
+
+_ONE_KIND = cel(
+    "has(self.weight) != has(self.shadow)",
+    "a step sets either weight or shadow (e.g. {weight: 5} or {shadow: {mirrorPercent: 50}})",
+)
+
+
+class Step(ApiModel):
+    model_config = ConfigDict(json_schema_extra=validations(_MIN_MAX, _ONE_KIND))
+
+    weight: int | None = Field(
+        default=None, ge=1, le=100, description="Canary traffic percent during this step (a live step)."
+    )
+    shadow: ShadowStep | None = Field(
+        default=None,
+        description="A shadow step (only as the first step): the canary serves nobody and is judged on "
+        "mirrored requests; its quotas count paired samples.",
+    )
     min_samples: int | None = Field(
         default=None, ge=0, le=1_000_000_000, description="Labelled canary samples (default: stepDefaults)."
     )
@@ -172,7 +196,16 @@ class Step(ApiModel):
     @model_validator(mode="after")
     def _min_below_max(self) -> Step:
         _check_min_max(self.min_duration, self.max_duration)
+        if (self.weight is None) == (self.shadow is None):
+            raise ValueError(
+                "a step sets either weight or shadow; fix: write {weight: 5} or {shadow: {mirrorPercent: 50}}"
+            )
         return self
+
+    @property
+    def traffic(self) -> int:
+        """The canary's share of user traffic in this step (0 in a shadow step)."""
+        return 0 if self.weight is None else self.weight
 
 
 class StepDefaults(ApiModel):
@@ -208,14 +241,23 @@ class StepQuota:
     max_duration: timedelta | None
 
 
+_LIVE = "self.filter(s, has(s.weight))"
 _STEP_RULES = validations(
     cel(
-        "self[self.size() - 1].weight == 100",
+        "has(self[self.size() - 1].weight) && self[self.size() - 1].weight == 100",
         "spec.steps: the last step must have weight 100 (reaching it promotes the canary)",
     ),
     cel(
-        "self.map(s, s.weight).isSorted() && self.all(s, self.exists_one(t, t.weight == s.weight))",
+        f"{_LIVE}.map(s, s.weight).isSorted() && {_LIVE}.all(s, {_LIVE}.exists_one(t, t.weight == s.weight))",
         "spec.steps: weights must be strictly increasing (e.g. 5, 25, 50, 100)",
+    ),
+    cel(
+        "self.all(s, !has(s.shadow)) || has(self[0].shadow) && self.filter(s, has(s.shadow)).size() == 1",
+        "spec.steps: only the first step may be a shadow step",
+    ),
+    cel(
+        "!has(self[0].shadow) || self.size() >= 3",
+        "spec.steps: a shadow step needs a live step below 100 after it (e.g. shadow, 5, 100)",
     ),
 )
 _SPEC_RULES = validations(
@@ -228,6 +270,11 @@ _SPEC_RULES = validations(
         "!has(self.trafficRouting.replicas) || has(self.baseline.deployment) && has(self.canary.deployment)",
         "spec.trafficRouting.replicas needs spec.baseline.deployment and spec.canary.deployment",
         field_path=".trafficRouting.replicas",
+    ),
+    cel(
+        "!has(self.steps[0].shadow) || !has(self.trafficRouting.replicas)",
+        "spec.steps: a shadow step needs a router that mirrors (gatewayAPI or istio), not replicas",
+        field_path=".steps",
     ),
     cel(
         "!has(self.rollback) || !self.rollback.scaleDownCanary || has(self.canary.deployment)",
@@ -258,10 +305,17 @@ class ModelRolloutSpec(ApiModel):
     @field_validator("steps")
     @classmethod
     def _weights(cls, steps: list[Step]) -> list[Step]:
-        weights = [s.weight for s in steps]
-        if weights[-1] != 100:
+        if any(s.shadow is not None for s in steps[1:]):
+            raise ValueError("only the first step may be a shadow step; fix: move it first or drop it")
+        if steps[0].shadow is not None and len(steps) < 3:
             raise ValueError(
-                f"the last step has weight {weights[-1]}; fix: end with {{weight: 100}} (it promotes)"
+                "a shadow step needs a live step below 100 after it; "
+                "fix: e.g. shadow, {weight: 5}, {weight: 100}"
+            )
+        weights = [s.weight for s in steps if s.weight is not None]
+        if steps[-1].weight != 100:
+            raise ValueError(
+                f"the last step has weight {steps[-1].weight}; fix: end with {{weight: 100}} (it promotes)"
             )
         if any(b <= a for a, b in itertools.pairwise(weights)):
             raise ValueError(
@@ -284,12 +338,31 @@ class ModelRolloutSpec(ApiModel):
                 "trafficRouting.replicas: replicas routing needs both Deployments; "
                 "fix: set baseline.deployment and canary.deployment, or route with gatewayAPI or istio"
             )
+        if self.shadow is not None and self.traffic_routing.replicas is not None:
+            raise ValueError(
+                "steps: a shadow step needs a router that mirrors requests; "
+                "fix: route with gatewayAPI or istio, or drop the shadow step"
+            )
         if self.rollback.scale_down_canary and self.canary.deployment is None:
             raise ValueError(
                 "rollback.scaleDownCanary: there is no canary Deployment to scale; "
                 "fix: set canary.deployment, or scaleDownCanary: false"
             )
         return self
+
+    @property
+    def shadow(self) -> ShadowStep | None:
+        """The shadow step, when the rollout starts with one (it is always steps[0])."""
+        return self.steps[0].shadow
+
+    def in_shadow(self, index: int) -> bool:
+        return self.steps[index].shadow is not None
+
+    @property
+    def family_checks(self) -> int:
+        """Checks sharing alphaRollback (core/family.py): the analysis's, plus the paired judge of a
+        shadow step, so the shadow and the live steps together stay within alphaRollback."""
+        return self.analysis.family_checks + (1 if self.shadow is not None else 0)
 
     @property
     def last_step(self) -> int:

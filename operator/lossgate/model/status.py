@@ -76,6 +76,35 @@ class JudgeState(ApiModel):
     numbers: dict[str, list[float]] = Field(default_factory=dict, description="The judge's running sums.")
 
 
+class PairedStatus(ApiModel):
+    """The paired judge's numbers in the shadow step: d = canary loss - baseline loss on the same
+    mirrored requests (finite values only)."""
+
+    verdict: str = Field(description="Regression | NotWorse | Undecided | InsufficientData")
+    n: float = Field(default=0.0, description="Requests both versions predicted and that got a label.")
+    mean_baseline: float | None = Field(default=None, description="Baseline's mean loss on them (nats).")
+    delta: float | None = Field(default=None, description="Mean of d (nats).")
+    cs_low: float | None = None
+    cs_high: float | None = None
+    margin: float | None = None
+    p_regression: float | None = None
+    p_not_worse: float | None = None
+    alpha: float | None = Field(default=None, description="The paired test's share of alphaRollback.")
+    mirror_percent: int | None = None
+    updated_at: Timestamp | None = None
+
+
+class PairedState(ApiModel):
+    """The paired judge's running state (fixed size), continued each tick like judgeState."""
+
+    origin_ms: int
+    through_ms: int
+    interval_ms: int = Field(ge=1)
+    fingerprint: str = Field(max_length=64)
+    looks: int = Field(ge=0)
+    numbers: dict[str, list[float]] = Field(default_factory=dict)
+
+
 class CheckStatus(ApiModel):
     """One check beside the pooled loss (a guardrail or a class's loss) at its last look."""
 
@@ -176,7 +205,15 @@ class ModelRolloutStatus(ApiModel):
     metrics_unavailable_since: Timestamp | None = None
     manually_paused: bool = False
     canary_scaled_down: bool = False
+    mirror_percent: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Percent of the baseline's requests lossgate mirrors to the canary.",
+    )
     analysis: AnalysisStatus | None = None
+    paired: PairedStatus | None = Field(default=None, description="The shadow step's paired test.")
+    paired_state: PairedState | None = None
     judge_state: JudgeState | None = None
     checks: list[CheckStatus] = Field(default_factory=list, description="Guardrails and per-class checks.")
     checks_state: ChecksState | None = None

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lossgate.adapters.kube import RolloutObjects
-from lossgate.core.actions import EmitEvent, ScaleCanary, SetWeight
+from lossgate.core.actions import EmitEvent, ScaleCanary, SetMirror, SetWeight
 from lossgate.core.decision import Decision
 from lossgate.core.evidence import Problem, Weights
-from lossgate.ports import TrafficRouter
+from lossgate.ports import MirrorRouter, TrafficRouter
 from lossgate.reconcile.threads import to_thread
 
 EventSink = Callable[[EmitEvent], None]
@@ -33,6 +33,14 @@ async def apply(
                     out.problems.append(got)
                 else:
                     out.weights = got
+            case SetMirror():
+                if not isinstance(router, MirrorRouter):
+                    text = f"router {type(router).__name__} cannot mirror requests: use gatewayAPI or istio"
+                    out.problems.append(Problem("MirrorUnsupported", text))
+                    continue
+                mirrored = await to_thread(router.set_mirror, action.percent)
+                if isinstance(mirrored, Problem):
+                    out.problems.append(mirrored)
             case ScaleCanary():
                 problem = await to_thread(
                     objects.scale_deployment, namespace, action.deployment, action.replicas

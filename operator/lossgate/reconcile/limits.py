@@ -27,6 +27,7 @@ from typing import TypeVar
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
+from lossgate.core.paired import PairedStats
 from lossgate.ports import (
     GuardrailSeriesRef,
     GuardrailSource,
@@ -34,6 +35,7 @@ from lossgate.ports import (
     LossSeriesRef,
     MetricsErrorKind,
     MetricsSource,
+    PairedSource,
 )
 from lossgate.reconcile.batching import LossBatcher
 from lossgate.reconcile.threads import URGENT, to_thread
@@ -232,6 +234,20 @@ async def read_guardrail(
     if isinstance(metrics, GuardrailSource):
         return await to_thread(metrics.guardrail_intervals, ref, start, end, interval_s)
     return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no guardrails")
+
+
+async def read_paired(
+    metrics: MetricsSource, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+) -> list[PairedStats] | Problem:
+    """The paired intervals of a shadow step, endpoint-limited; a Problem for a source that reads none."""
+    inner = metrics.inner if isinstance(metrics, LimitedMetrics) else metrics
+    if not isinstance(inner, PairedSource):
+        return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no paired counters")
+    fn = partial(inner.paired_intervals, ref, start, end, interval_s)
+    if isinstance(metrics, LimitedMetrics):
+        got: list[PairedStats] | Problem = await metrics.limiter.call_async(fn, metrics.busy)
+        return metrics._seen(got)
+    return await to_thread(fn)
 
 
 async def read_class_losses(

@@ -16,15 +16,25 @@ from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.observation import command_from_annotations
+from lossgate.core.paired import PairedStats
+from lossgate.core.paired_step import PairedPlan
 from lossgate.core.step import Gathered, LossPlan, reads_metrics, training_due
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.status import Phase
-from lossgate.ports import GuardrailSeriesRef, LossSeriesRef, MetricsSource, TrafficRouter, VersionSource
+from lossgate.ports import (
+    GuardrailSeriesRef,
+    LossSeriesRef,
+    MetricsSource,
+    MirrorRouter,
+    TrafficRouter,
+    VersionSource,
+)
 from lossgate.reconcile.limits import (
     read_class_losses,
     read_guardrail,
     read_label_evidence,
     read_loss_intervals,
+    read_paired,
     read_training_run,
 )
 from lossgate.reconcile.threads import to_thread
@@ -50,6 +60,7 @@ async def gather(
     checks_plan: ChecksPlan | None = None,
     guardrails: tuple[GuardrailSeriesRef, ...] = (),
     per_class: bool = False,
+    paired_plan: PairedPlan | None = None,
 ) -> Gathered:
     command = command_from_annotations(annotations)
     weights_task = to_thread(router.get_weights)
@@ -68,9 +79,14 @@ async def gather(
     checks_task = _checks(
         metrics, checks_plan if checks_on else None, guardrails, loss_ref, per_class, now - scrape_lag
     )
-    weights, (loss, probe), training, version, labels, (checks, classes, closed) = await asyncio.gather(
-        weights_task, loss_task, training_task, version_task, labels_task, checks_task
-    )
+    on = reads_metrics(command)
+    paired_task = _paired(metrics, loss_ref, paired_plan if on else None, now - scrape_lag)
+    mirror_task = _mirror(router, spec.shadow is not None or status.mirror_percent != 0)
+    core = asyncio.gather(weights_task, loss_task, training_task, version_task, labels_task, checks_task)
+    (
+        (weights, (loss, probe), training, version, labels, (checks, classes, closed)),
+        (paired, mirror),
+    ) = await asyncio.gather(core, asyncio.gather(paired_task, mirror_task))
     return Gathered(
         generation=generation,
         command=command,
@@ -83,6 +99,8 @@ async def gather(
         checks=checks,
         classes=classes,
         checks_closed=closed,
+        paired=paired,
+        mirror=mirror,
     )
 
 
@@ -177,6 +195,26 @@ async def _labels(
     if end <= start:
         return None
     return await read_label_evidence(metrics, ref, start, end)
+
+
+async def _paired(
+    metrics: MetricsSource | Problem, ref: LossSeriesRef, plan: PairedPlan | None, end: datetime
+) -> list[PairedStats] | Problem | None:
+    """The shadow step's paired intervals closed since the paired state ends (None: not in shadow)."""
+    if plan is None:
+        return None
+    if isinstance(metrics, Problem):
+        return metrics
+    if end <= plan.start:
+        return []
+    return await read_paired(metrics, ref, plan.start, end, plan.interval_s)
+
+
+async def _mirror(router: TrafficRouter, wanted: bool) -> int | Problem | None:
+    """The router's mirror percent, for rollouts with a shadow step (or a mirror left to remove)."""
+    if not wanted or not isinstance(router, MirrorRouter):
+        return None
+    return await to_thread(router.get_mirror)
 
 
 async def _version(versions: VersionSource | None) -> str | Problem | None:

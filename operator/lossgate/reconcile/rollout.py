@@ -28,6 +28,7 @@ from lossgate.core.decision import Decision
 from lossgate.core.evidence import Problem
 from lossgate.core.machine import decide
 from lossgate.core.notify import NOTIFY_ANNOTATION, envelope, subscriptions_of
+from lossgate.core.paired_step import plan_paired_read
 from lossgate.core.step import Judged, judge_tick, plan_loss_read
 from lossgate.model import ModelRolloutStatus
 from lossgate.model.conditions import ConditionStatus, ConditionType, Reason, set_condition
@@ -68,6 +69,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
     metrics = await deps.metrics(ns, spec.analysis.prometheus)
     series, config = loss_ref(ns, spec), judge_config(spec)
     plan = plan_loss_read(spec, status, config, series)
+    paired_plan = plan_paired_read(spec, status, config, series)
     guardrails, classes, g_refs = (
         tuple(guardrail_checks(spec)),
         class_checks(spec),
@@ -93,9 +95,10 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         checks_plan=checks_plan,
         guardrails=g_refs,
         per_class=classes is not None,
+        paired_plan=paired_plan,
     )
     judged = judge_tick(
-        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes
+        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes, paired_plan
     )
     decision = decide(spec, status, judged.observation, now)
     applied = await apply(decision, router=router, objects=deps.objects, namespace=ns, emit=emit)
@@ -107,6 +110,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
             "judge_state": _judge_state(decision, judged),
             "checks": list(judged.observation.checks),
             "checks_state": _checks_state(decision, judged),
+            "paired_state": None if decision.status.terminal else judged.paired_state,
         }
     )
     write = await _write_status(deps, ns, name, status, new_status)
