@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from lossgate.adapters.prometheus import PrometheusConfig, PrometheusMetrics
 from lossgate.adapters.spec_refs import judge_config, loss_ref
@@ -30,6 +31,8 @@ from lossgate.core.judge_types import JudgeConfig
 from lossgate.core.paired import PairedStats
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus, parse_duration
 from lossgate.model.status import HISTORY_LIMIT
+
+T = TypeVar("T")
 
 
 def recorded_moves(status: ModelRolloutStatus) -> list[dict[str, Any]]:
@@ -94,13 +97,9 @@ def ungated(spec: ModelRolloutSpec) -> ModelRolloutSpec:
 def read(
     address: str, namespace: str, spec: ModelRolloutSpec, start: datetime, end: datetime
 ) -> list[IntervalStats]:
-    metrics = PrometheusMetrics(PrometheusConfig(address))
-    try:
-        got = metrics.loss_intervals(
-            loss_ref(namespace, spec), start, end, spec.analysis.interval.total_seconds()
-        )
-    finally:
-        metrics.close()
+    got = _query(address, lambda m: m.loss_intervals(
+        loss_ref(namespace, spec), start, end, spec.analysis.interval.total_seconds()
+    ))  # fmt: skip
     if isinstance(got, Problem):
         raise CliError(f"Prometheus at {address} ({got.kind}): {got.message}")
     return got
@@ -112,13 +111,9 @@ def read_paired(
     """The paired intervals a shadow step is judged on (None without a shadow step, or none recorded)."""
     if spec.shadow is None:
         return None
-    metrics = PrometheusMetrics(PrometheusConfig(address))
-    try:
-        got = metrics.paired_intervals(
-            loss_ref(namespace, spec), start, end, spec.analysis.interval.total_seconds()
-        )
-    finally:
-        metrics.close()
+    got = _query(address, lambda m: m.paired_intervals(
+        loss_ref(namespace, spec), start, end, spec.analysis.interval.total_seconds()
+    ))  # fmt: skip
     if isinstance(got, Problem):
         notes.append(f"no paired history ({got.kind}: {got.message}): the shadow step waits at weight 0")
         return None
@@ -310,3 +305,12 @@ def run_simulation(args: argparse.Namespace, out: TextIO) -> int:
     else:
         print_report(doc, out)
     return 0
+
+
+def _query(address: str, read: Callable[[PrometheusMetrics], T]) -> T:
+    """One read through a client made for it and closed after."""
+    metrics = PrometheusMetrics(PrometheusConfig(address))
+    try:
+        return read(metrics)
+    finally:
+        metrics.close()
