@@ -11,7 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from lossgate.conventions import CATASTROPHIC_LE, DEFAULT_LOSS_METRIC
+from lossgate.conventions import CALIBRATION_METRIC, CATASTROPHIC_LE, DEFAULT_LOSS_METRIC
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
@@ -146,6 +147,26 @@ class PairedSource(Protocol):
     def paired_intervals(
         self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
     ) -> list[PairedStats] | Problem: ...
+
+
+@dataclass(frozen=True)
+class CalibrationSeriesRef:
+    """Which reliability counters to read for one rollout (spec.analysis.calibration)."""
+
+    namespace: str
+    model: str
+    baseline_version: str
+    canary_version: str
+    metric: str = CALIBRATION_METRIC
+
+
+@runtime_checkable
+class CalibrationSource(Protocol):
+    """Both arms' reliability counters per confidence bin (docs/metrics.md, "Calibration")."""
+
+    def calibration_intervals(
+        self, ref: CalibrationSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CalibrationInterval] | Problem: ...
 
 
 class Clock(Protocol):

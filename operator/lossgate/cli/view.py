@@ -145,6 +145,7 @@ def detail(obj: dict[str, Any], now: datetime | None = None) -> RenderableType:
                                f"{count(p.get('n'))} pairs")  # fmt: skip
         head.add_row("Paired-p", f"regression {pval(p.get('pRegression'))} (alpha {num(p.get('alpha'))})   "
                                  f"not worse {pval(p.get('pNotWorse'))}")  # fmt: skip
+    _calibration_row(head, st.get("calibration") or {})
     if th:
         line = (f"{th.get('verdict', '-')}  non-finite steps {th.get('nonFiniteSteps', 0)}, "
                 f"grad-norm spikes {th.get('gradNormSpikes', 0)}, rank divergence "
@@ -210,6 +211,20 @@ def checks_table(checks: list[dict[str, Any]]) -> Table | None:
             num(c.get("alpha"), 5), shown, style=None if judged else "dim",
         )  # fmt: skip
     return t
+
+
+def _calibration_row(head: Table, cal: dict[str, Any]) -> None:
+    """Both arms' ECE, MCE and mean Brier score (status.calibration), when reported."""
+
+    def arm(a: dict[str, Any]) -> str:
+        ece, mce, brier = num(a.get("ece")), num(a.get("mce")), num(a.get("brier"))
+        acc, conf = num(a.get("accuracy"), 3), num(a.get("confidence"), 3)
+        return f"ECE {ece} MCE {mce} Brier {brier} acc {acc} conf {conf} (n {count(a.get('n'))})"
+
+    if cal:
+        b, c = cal.get("baseline") or {}, cal.get("canary") or {}
+        line = f"baseline {arm(b)}   canary {arm(c)}   ({cal.get('bins', '-')} bins)"
+        head.add_row("Calibration", Text(line, overflow="fold"))
 
 
 def fingerprint(obj: dict[str, Any]) -> tuple[str, str]:

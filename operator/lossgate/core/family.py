@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from lossgate.core.verdicts import LossVerdict
 
 
-def family_size(guardrails: int, class_slots: int, shadow: bool = False) -> int:
-    """Checks sharing alpha_rollback: the pooled judge, the guardrails, the per-class slots, and the
-    paired judge of a shadow phase (core/paired.py) when the rollout starts with one. The shadow
+def family_size(guardrails: int, class_slots: int, shadow: bool = False, brier: bool = False) -> int:
+    """Checks sharing alpha_rollback: the pooled judge, the guardrails, the per-class slots, the
+    paired judge of a shadow phase (core/paired.py) when the rollout starts with one, and the Brier
+    gate of spec.analysis.calibration (core/calibration.py). The shadow
     phase's test and the live steps' tests are all in one family, so the union bound covers the
     whole rollout: a false rollback in shadow or in any live step, at most alpha_rollback in all."""
     if guardrails < 0 or class_slots < 0:
         raise ValueError("counts of checks must be >= 0")
-    return 1 + guardrails + class_slots + (1 if shadow else 0)
+    return 1 + guardrails + class_slots + (1 if shadow else 0) + (1 if brier else 0)
 
 
 def split_alpha(alpha: float, checks: int) -> float:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.checks import ChecksPlan, ClassChecks, GuardrailCheck, judge_checks
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
 from lossgate.core.guardrail import CountInterval
@@ -28,6 +29,7 @@ from lossgate.core.paired_step import PairedPlan, judge_paired
 from lossgate.core.timeline import weight_timeline, with_weights
 from lossgate.core.verdicts import HealthVerdict
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
+from lossgate.model.calibration import CalibrationStatus
 from lossgate.model.status import ChecksState, CheckStatus, JudgeState, PairedState
 
 PARTIAL = "Partial"  # lossgate.ports.MetricsErrorKind.PARTIAL (one arm has no series): not an outage
@@ -91,6 +93,7 @@ class Gathered:
     checks_closed: int = 0  # intervals closed in the checks' read window
     paired: list[PairedStats] | Problem | None = None  # shadow step: paired intervals since its plan
     mirror: int | Problem | None = None  # the router's mirror percent (read only with a shadow step)
+    calibration: list[CalibrationInterval] | Problem | None = None  # reliability counters, checks' window
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class Judged:
     version_problem: Problem | None
     checks_state: ChecksState | None = None
     paired_state: PairedState | None = None
+    calibration: CalibrationStatus | None = None  # status.calibration (kept when nothing was read)
 
 
 def reads_metrics(command: ManualCommand | None) -> bool:
@@ -155,11 +159,13 @@ def judge_tick(
     # Kept while finished (the verdicts shown); cleared while not started (a retry's earlier run).
     shown: tuple[CheckStatus, ...] = tuple(status.checks) if status.step_starts else ()
     checks_state = status.checks_state
+    calibration = status.calibration if status.step_starts else None
     if checks is not None:
         judged_checks = judge_checks(
-            status, checks, guardrails, classes, got.checks, got.classes, got.checks_closed
+            status, checks, guardrails, classes, got.checks, got.classes, got.checks_closed, got.calibration
         )
         shown, checks_state = tuple(judged_checks.checks), judged_checks.state
+        calibration = judged_checks.calibration or calibration
         if metrics_problem is None:  # a check's evidence missing holds like the loss's (onMetricsUnavailable)
             metrics_problem = judged_checks.problem
     unavailable = metrics_problem is not None and metrics_problem.kind != PARTIAL
@@ -193,6 +199,7 @@ def judge_tick(
         version_problem,
         checks_state,
         paired_state if paired_plan is not None else status.paired_state,
+        calibration,
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lossgate.instrument.buckets import LOSS_BUCKETS
+from lossgate.instrument.calibration import CALIBRATION_BINS, Calibrated, calibrate
 from lossgate.instrument.losses import loss_from_log_probs
 from lossgate.joiner.records import PairKey, SeriesKey
 
@@ -32,15 +33,29 @@ class Scored:
     bucket: int  # index into LOSS_BUCKETS (+Inf last)
     delay: float
     delay_bucket: int  # index into DELAY_BUCKETS (+Inf last)
+    cal: Calibrated  # confidence bin, confidence, correct, Brier score (docs/metrics.md, "Calibration")
 
 
 def score(lp: bytes, label: int, served_at: float, now: float) -> Scored:
     """Loss of `label` under the stored log-probabilities; ValueError names the valid class range."""
-    loss = loss_from_log_probs(np.frombuffer(lp, dtype=np.float64), label)
+    vec = np.frombuffer(lp, dtype=np.float64)
+    loss = loss_from_log_probs(vec, label)
     delay = max(0.0, now - served_at)  # a label stamped before serving (clock skew) counts as 0 s
     return Scored(
-        loss, bisect.bisect_left(LOSS_BUCKETS, loss), delay, bisect.bisect_left(DELAY_BUCKETS, delay)
+        loss,
+        bisect.bisect_left(LOSS_BUCKETS, loss),
+        delay,
+        bisect.bisect_left(DELAY_BUCKETS, delay),
+        calibrate(vec, label),
     )
+
+
+def _ints() -> list[int]:
+    return [0] * CALIBRATION_BINS
+
+
+def _floats() -> list[float]:
+    return [0.0] * CALIBRATION_BINS
 
 
 def classes(lp: bytes) -> int:
@@ -60,6 +75,11 @@ class Series:
     delay_buckets: list[int] = field(default_factory=lambda: [0] * (len(DELAY_BUCKETS) + 1))
     delay_sum: float = 0.0
     expired: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EXPIRY_REASONS, 0))
+    # Reliability counters per confidence bin: count, sum of confidence, correct, sum of Brier.
+    cal_count: list[int] = field(default_factory=_ints)
+    cal_confidence: list[float] = field(default_factory=_floats)
+    cal_correct: list[int] = field(default_factory=_ints)
+    cal_brier: list[float] = field(default_factory=_floats)
 
     @property
     def pending(self) -> int:
@@ -72,11 +92,17 @@ class Series:
         self.buckets[s.bucket] += 1
         self.delay_buckets[s.delay_bucket] += 1
         self.delay_sum += s.delay
+        c = s.cal
+        self.cal_count[c.bin] += 1
+        self.cal_confidence[c.bin] += c.confidence
+        self.cal_correct[c.bin] += c.correct
+        self.cal_brier[c.bin] += c.brier
 
     def copy(self) -> Series:
         return Series(
             self.created, self.predictions, self.count, self.sum, self.sumsq, list(self.buckets),
-            list(self.delay_buckets), self.delay_sum, dict(self.expired),
+            list(self.delay_buckets), self.delay_sum, dict(self.expired), list(self.cal_count),
+            list(self.cal_confidence), list(self.cal_correct), list(self.cal_brier),
         )  # fmt: skip
 
 

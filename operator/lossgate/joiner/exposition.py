@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
-from lossgate.conventions import DEFAULT_LOSS_METRIC
+from lossgate.conventions import CALIBRATION_METRIC, DEFAULT_LOSS_METRIC
 from lossgate.instrument.buckets import LOSS_BUCKETS, le_label
+from lossgate.instrument.calibration import calibration_families
 from lossgate.joiner.accounting import DELAY_BUCKETS, PairSums, Series
 from lossgate.joiner.records import PairKey, SeriesKey
 from lossgate.joiner.store import Store
@@ -91,6 +92,21 @@ def families(series: dict[SeriesKey, Series], outcomes: dict[str, int]) -> Itera
         else:
             refused.add_sample("lossgate_joiner_predictions_refused_total", {"reason": what}, float(n))
     yield from (preds, hist, sq, expired, pending, delay, labels_total, refused)
+    yield from calibration_families(
+        CALIBRATION_METRIC,
+        {
+            key: (
+                s.created,
+                (
+                    [float(x) for x in s.cal_count],
+                    s.cal_confidence,
+                    [float(x) for x in s.cal_correct],
+                    s.cal_brier,
+                ),
+            )
+            for key, s in series.items()
+        },
+    )
 
 
 class _Collector:

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from lossgate.instrument.buckets import LOSS_BUCKETS
+from lossgate.instrument.calibration import CALIBRATION_BINS
 from lossgate.joiner.accounting import DELAY_BUCKETS, EXPIRY_REASONS, PairSums, Series, pair_losses, score
 from lossgate.joiner.records import (
     FieldError,
@@ -35,7 +36,7 @@ from lossgate.joiner.records import (
     series_key,
     series_name,
 )  # fmt: skip
-from lossgate.joiner.redis_lua import EXPIRE, LABEL, LEASE, PREDICT
+from lossgate.joiner.redis_lua import ARM_FIELDS, EXPIRE, LABEL, LEASE, PREDICT
 from lossgate.joiner.store import OUTCOMES, first_seen
 
 _EXPIRE_BATCH = 2000
@@ -165,13 +166,17 @@ class RedisStore:
                         s.bucket,
                         s.delay_bucket,
                         repr(s.delay),
+                        s.cal.bin,
+                        repr(s.cal.confidence),
+                        s.cal.correct,
+                        repr(s.cal.brier),
                     ]
                     losses.append((series_key(rec[start:nl].decode()), s.loss))
                 pairs: list[Any] = []
                 for key, la, lb in pair_losses(losses):
                     idx = pkeys.setdefault(self._pkey(key), len(pkeys) + 1)
                     pairs += [idx, repr(la), repr(lb), repr((lb - la) * (lb - la))]
-                items += [lab.id, len(value), len(arms) // 6, len(pairs) // 4, *arms, *pairs]
+                items += [lab.id, len(value), len(arms) // ARM_FIELDS, len(pairs) // 4, *arms, *pairs]
                 n_items += 1
             elif lab.id in done:
                 result.late += 1
@@ -261,9 +266,12 @@ def _series(h: dict[bytes, bytes]) -> Series:
     def f(name: str) -> float:
         return float(h.get(name.encode(), 0.0))
 
+    bins = range(CALIBRATION_BINS)
     return Series(
         f("created"), i("predictions"), i("count"), f("sum"), f("sumsq"),
         [i(f"b{j}") for j in range(len(LOSS_BUCKETS) + 1)],
         [i(f"d{j}") for j in range(len(DELAY_BUCKETS) + 1)],
         f("delay_sum"), {r: i(f"expired:{r}") for r in EXPIRY_REASONS},
+        [i(f"k{j}") for j in bins], [f(f"c{j}") for j in bins], [i(f"q{j}") for j in bins],
+        [f(f"r{j}") for j in bins],
     )  # fmt: skip

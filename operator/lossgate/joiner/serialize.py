@@ -13,7 +13,8 @@ def dumps(s: Series) -> str:
         {
             "created": s.created, "predictions": s.predictions, "count": s.count, "sum": s.sum,
             "sumsq": s.sumsq, "buckets": s.buckets, "delay_buckets": s.delay_buckets,
-            "delay_sum": s.delay_sum, "expired": s.expired,
+            "delay_sum": s.delay_sum, "expired": s.expired, "cal_count": s.cal_count,
+            "cal_confidence": s.cal_confidence, "cal_correct": s.cal_correct, "cal_brier": s.cal_brier,
         },
         separators=(",", ":"),
     )  # fmt: skip
@@ -22,10 +23,17 @@ def dumps(s: Series) -> str:
 def loads(text: str) -> Series:
     d: dict[str, Any] = json.loads(text)
     expired = dict.fromkeys(EXPIRY_REASONS, 0) | {str(k): int(v) for k, v in d["expired"].items()}
-    return Series(
+    s = Series(
         float(d["created"]), int(d["predictions"]), int(d["count"]), float(d["sum"]), float(d["sumsq"]),
         [int(b) for b in d["buckets"]], [int(b) for b in d["delay_buckets"]], float(d["delay_sum"]), expired,
     )  # fmt: skip
+    # A state written before the reliability counters existed starts them at 0.
+    if "cal_count" in d:
+        s.cal_count = [int(x) for x in d["cal_count"]]
+        s.cal_confidence = [float(x) for x in d["cal_confidence"]]
+        s.cal_correct = [int(x) for x in d["cal_correct"]]
+        s.cal_brier = [float(x) for x in d["cal_brier"]]
+    return s
 
 
 def dumps_pair(p: PairSums) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from lossgate.model.base import ApiModel
+from lossgate.model.calibration import CalibrationStatus
 from lossgate.model.conditions import Condition
 from lossgate.model.durations import Duration, Timestamp
 
@@ -217,6 +218,9 @@ class ModelRolloutStatus(ApiModel):
     judge_state: JudgeState | None = None
     checks: list[CheckStatus] = Field(default_factory=list, description="Guardrails and per-class checks.")
     checks_state: ChecksState | None = None
+    calibration: CalibrationStatus | None = Field(
+        default=None, description="Both arms' ECE, MCE, Brier score and reliability diagram."
+    )
     training_health: TrainingHealthStatus | None = None
     conditions: list[Condition] = Field(
         default_factory=list,

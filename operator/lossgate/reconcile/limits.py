@@ -24,11 +24,14 @@ from datetime import datetime
 from functools import partial
 from typing import TypeVar
 
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.paired import PairedStats
 from lossgate.ports import (
+    CalibrationSeriesRef,
+    CalibrationSource,
     GuardrailSeriesRef,
     GuardrailSource,
     LabelSource,
@@ -246,6 +249,20 @@ async def read_paired(
     fn = partial(inner.paired_intervals, ref, start, end, interval_s)
     if isinstance(metrics, LimitedMetrics):
         got: list[PairedStats] | Problem = await metrics.limiter.call_async(fn, metrics.busy)
+        return metrics._seen(got)
+    return await to_thread(fn)
+
+
+async def read_calibration(
+    metrics: MetricsSource, ref: CalibrationSeriesRef, start: datetime, end: datetime, interval_s: float
+) -> list[CalibrationInterval] | Problem:
+    """The reliability counters' intervals, endpoint-limited; a Problem for a source that reads none."""
+    inner = metrics.inner if isinstance(metrics, LimitedMetrics) else metrics
+    if not isinstance(inner, CalibrationSource):
+        return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no calibration counters")
+    fn = partial(inner.calibration_intervals, ref, start, end, interval_s)
+    if isinstance(metrics, LimitedMetrics):
+        got: list[CalibrationInterval] | Problem = await metrics.limiter.call_async(fn, metrics.busy)
         return metrics._seen(got)
     return await to_thread(fn)
 

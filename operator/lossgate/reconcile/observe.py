@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.checks import ChecksPlan
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
@@ -22,6 +23,7 @@ from lossgate.core.step import Gathered, LossPlan, reads_metrics, training_due
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.status import Phase
 from lossgate.ports import (
+    CalibrationSeriesRef,
     GuardrailSeriesRef,
     LossSeriesRef,
     MetricsSource,
@@ -30,6 +32,7 @@ from lossgate.ports import (
     VersionSource,
 )
 from lossgate.reconcile.limits import (
+    read_calibration,
     read_class_losses,
     read_guardrail,
     read_label_evidence,
@@ -61,6 +64,7 @@ async def gather(
     guardrails: tuple[GuardrailSeriesRef, ...] = (),
     per_class: bool = False,
     paired_plan: PairedPlan | None = None,
+    calibration: CalibrationSeriesRef | None = None,
 ) -> Gathered:
     command = command_from_annotations(annotations)
     weights_task = to_thread(router.get_weights)
@@ -82,11 +86,12 @@ async def gather(
     on = reads_metrics(command)
     paired_task = _paired(metrics, loss_ref, paired_plan if on else None, now - scrape_lag)
     mirror_task = _mirror(router, spec.shadow is not None or status.mirror_percent != 0)
+    cal_task = _calibration(metrics, checks_plan if checks_on else None, calibration, now - scrape_lag)
     core = asyncio.gather(weights_task, loss_task, training_task, version_task, labels_task, checks_task)
     (
         (weights, (loss, probe), training, version, labels, (checks, classes, closed)),
-        (paired, mirror),
-    ) = await asyncio.gather(core, asyncio.gather(paired_task, mirror_task))
+        (paired, mirror, cal),
+    ) = await asyncio.gather(core, asyncio.gather(paired_task, mirror_task, cal_task))
     return Gathered(
         generation=generation,
         command=command,
@@ -101,6 +106,7 @@ async def gather(
         checks_closed=closed,
         paired=paired,
         mirror=mirror,
+        calibration=cal,
     )
 
 
@@ -125,6 +131,20 @@ async def _checks(
         asyncio.gather(*reads), _classes(metrics, plan, loss_ref, per_class, end)
     )
     return {g.name: r for g, r in zip(guardrails, got, strict=True)}, classes, closed
+
+
+async def _calibration(
+    metrics: MetricsSource | Problem,
+    plan: ChecksPlan | None,
+    ref: CalibrationSeriesRef | None,
+    end: datetime,
+) -> list[CalibrationInterval] | Problem | None:
+    """The reliability counters over the checks' read window (None: not configured or nothing due)."""
+    if plan is None or ref is None or end <= plan.start:
+        return None
+    if isinstance(metrics, Problem):
+        return metrics
+    return await read_calibration(metrics, ref, plan.start, end, plan.interval_s)
 
 
 async def _classes(

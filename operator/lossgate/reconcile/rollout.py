@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lossgate.adapters.spec_refs import (
+    calibration_ref,
     canary_pods_ref,
     class_checks,
     guardrail_checks,
@@ -76,7 +77,10 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         tuple(guardrail_refs(ns, spec)),
     )
     interval_s = spec.analysis.interval.total_seconds()
-    checks_plan = plan_checks(status, interval_s, guardrails, classes, (g_refs, series))
+    cal_ref = calibration_ref(ns, spec)
+    checks_plan = plan_checks(
+        status, interval_s, guardrails, classes, (g_refs, series, cal_ref), calibrated=cal_ref is not None
+    )
     pods = canary_pods_ref(ns, spec)
     got = await gather(
         spec=spec,
@@ -96,6 +100,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         guardrails=g_refs,
         per_class=classes is not None,
         paired_plan=paired_plan,
+        calibration=cal_ref,
     )
     judged = judge_tick(
         spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes, paired_plan
@@ -110,6 +115,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
             "judge_state": _judge_state(decision, judged),
             "checks": list(judged.observation.checks),
             "checks_state": _checks_state(decision, judged),
+            "calibration": judged.calibration if decision.status.step_starts else None,
             "paired_state": None if decision.status.terminal else judged.paired_state,
         }
     )

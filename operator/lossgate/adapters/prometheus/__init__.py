@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from lossgate.adapters.prometheus.batch import LossRequest, read_batch
+from lossgate.adapters.prometheus.calibration import read_calibration
 from lossgate.adapters.prometheus.client import PromClient, PrometheusConfig, QueryFailed
 from lossgate.adapters.prometheus.guardrails import GuardrailReader
 from lossgate.adapters.prometheus.labels import read_label_evidence
@@ -20,11 +21,12 @@ from lossgate.adapters.prometheus.loss import LossReader
 from lossgate.adapters.prometheus.paired import read_paired
 from lossgate.adapters.prometheus.promql import TemplateError, escape_label_value, quote
 from lossgate.adapters.prometheus.training import TrainingReader
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.paired import PairedStats
-from lossgate.ports import GuardrailSeriesRef, LossSeriesRef, MetricsErrorKind
+from lossgate.ports import CalibrationSeriesRef, GuardrailSeriesRef, LossSeriesRef, MetricsErrorKind
 
 __all__ = [
     "LossRequest",
@@ -85,6 +87,17 @@ class PrometheusMetrics:
         """Per aligned interval, each arm's (requests, outcome sum) for one guardrail (guardrails.py)."""
         try:
             return self._guardrails.read(ref, start, end, interval_s)
+        except QueryFailed as failed:
+            return failed.problem
+        except Exception as err:
+            return _internal(err)
+
+    def calibration_intervals(
+        self, ref: CalibrationSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CalibrationInterval] | Problem:
+        """Per aligned interval, both arms' reliability counters per confidence bin (calibration.py)."""
+        try:
+            return read_calibration(self._loss, ref, start, end, interval_s)
         except QueryFailed as failed:
             return failed.problem
         except Exception as err:
