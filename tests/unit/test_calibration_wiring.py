@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from lossgate.adapters.spec_refs import guardrail_checks, judge_config
 from lossgate.conventions import CALIBRATION_BINS
 from lossgate.core.calibration import Bins, CalibrationInterval
@@ -170,3 +172,19 @@ def test_require_non_inferiority_waits_for_the_gate() -> None:
     # Then only the gate that shows "not worse" lets the rollout promote; the other waits for it
     assert outcomes == {1e-4: "Progressing", 0.5: "Promoted"}
     assert BRIER_CHECK in messages[1e-4]
+
+
+def test_bad_calibration_specs_name_the_field_and_the_fix() -> None:
+    # Given a gate without a margin, a margin without a gate, a margin outside the score's range and
+    # a gate that does not exist
+    for body, words in (
+        ({"gate": "Brier"}, ("analysis.calibration", "margin is not set; fix: set gate: Brier")),
+        ({"margin": 0.01}, ("analysis.calibration", "gate is not set; fix")),
+        ({"gate": "Brier", "margin": 2.5}, ("analysis.calibration.margin", "less than 2")),
+        ({"gate": "ECE", "margin": 0.01}, ("analysis.calibration.gate", "'Brier'")),
+    ):
+        # When the spec is validated; Then it is refused, saying where and what to do
+        with pytest.raises(ValueError, match="validation error") as err:
+            ModelRolloutSpec.model_validate(merged({"analysis.calibration": body}))
+        for w in words:
+            assert w in str(err.value), (body, str(err.value))
