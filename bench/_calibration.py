@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from lossgate.conventions import BRIER_MAX, CALIBRATION_BINS, MAX_LOSS_NATS, PROB_FLOOR
 from lossgate.core.bounded_diff import DiffNull, diff_path
@@ -125,6 +126,19 @@ def simulate(
     }
 
 
+def _oracle(base: dict[str, Any], canary: dict[str, Any], margin: float) -> dict[str, float]:
+    """Labels (both arms, 50/50) a one-look z test that knew both variances would need for 50% and 80%
+    power at the same alpha: what the population's information allows, for scale."""
+    out = {}
+    for key, m in (("brier", margin), ("ce", RELATIVE_MARGIN * float(base["ce"].mean()))):
+        gap = float(canary[key].mean() - base[key].mean()) - m
+        var = float(canary[key].var() + base[key].var())
+        for power in (0.5, 0.8):
+            n = (norm.ppf(1 - ALPHA) + norm.ppf(power)) ** 2 * var / gap**2
+            out[f"{'brier_gate' if key == 'brier' else 'loss_judge'}_power_{power:g}"] = 2 * n
+    return out
+
+
 def _outcome(flags: np.ndarray) -> dict[str, Any]:
     hit = flags.any(-1)
     first = (flags.argmax(-1) + 1) * PER_LOOK
@@ -162,6 +176,8 @@ def run(reps: int, null_reps: int, seed: int) -> dict[str, Any]:
     results = {
         name: simulate(base, mix, n, seed + i, margin) for i, (name, (mix, n)) in enumerate(scenarios.items())
     }
+    for name in ("underconfident", "overconfident"):
+        results[name]["fixed_horizon_labels"] = _oracle(base, variants[name], margin)
     return {
         "population": {"requests": len(y)} | {k: v["summary"] for k, v in variants.items()},
         "temperatures": {"baseline": BASE_T, "underconfident": UNDER_T, "overconfident": OVER_T},
@@ -199,6 +215,13 @@ def headline(out: dict[str, Any]) -> str:
             ci = f"[{r['wilson95'][0]:.4f}, {r['wilson95'][1]:.4f}]"
             labels = "-" if r["mean_labels"] is None else f"{r['mean_labels']:,.0f}"
             lines.append(f"{name:<16}{check:<12}{r['rate']:>13.4f}{ci:>18}{labels:>13}")
+    for name in ("underconfident", "overconfident"):
+        o = out["scenarios"][name]["fixed_horizon_labels"]
+        lines.append(
+            f"{name}: a one-look z test knowing the variances needs {o['brier_gate_power_0.5']:,.0f} / "
+            f"{o['brier_gate_power_0.8']:,.0f} labels (Brier, 50% / 80% power), "
+            f"{o['loss_judge_power_0.5']:,.0f} / {o['loss_judge_power_0.8']:,.0f} (loss)"
+        )
     return "\n".join(lines)
 
 
