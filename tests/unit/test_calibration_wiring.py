@@ -18,10 +18,11 @@ import pytest
 from lossgate.adapters.spec_refs import guardrail_checks, judge_config
 from lossgate.conventions import CALIBRATION_BINS
 from lossgate.core.calibration import Bins, CalibrationInterval
-from lossgate.core.evidence import Problem
+from lossgate.core.evidence import IntervalStats, Problem
+from lossgate.core.guardrail import CountInterval, Counts
 from lossgate.model import ModelRolloutSpec
 from lossgate.model.calibration import BRIER_CHECK
-from lossgate.ports import CalibrationSeriesRef
+from lossgate.ports import CalibrationSeriesRef, GuardrailSeriesRef, LossSeriesRef
 from tests.unit.test_tick_wiring import RecordingMetrics, merged, run_ticks, start
 
 
@@ -188,3 +189,46 @@ def test_bad_calibration_specs_name_the_field_and_the_fix() -> None:
             ModelRolloutSpec.model_validate(merged({"analysis.calibration": body}))
         for w in words:
             assert w in str(err.value), (body, str(err.value))
+
+
+@dataclass
+class NoCalibrationSeries(CalibratedMetrics):
+    """Servers that do not export the reliability counters (an older lossgate), and whose error rate
+    is 6% on the canary against 2% on the baseline."""
+
+    def calibration_intervals(
+        self, ref: CalibrationSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CalibrationInterval] | Problem:
+        self.calibration_reads.append(ref)
+        return Problem("NoData", "no baseline series model_prediction_calibration_count_total")
+
+    def guardrail_intervals(
+        self, ref: GuardrailSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CountInterval] | Problem:
+        s, e = start.timestamp(), end.timestamp()
+        k = math.floor((e - s) / interval_s + 1e-9)
+        b, c = Counts(2000, 40.0), Counts(500, 30.0)
+        return [CountInterval(s + i * interval_s, s + (i + 1) * interval_s, b, c) for i in range(k)]
+
+    def class_loss_intervals(
+        self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> dict[str, list[IntervalStats]] | Problem:
+        return {}
+
+
+def test_missing_counters_hold_only_a_gated_rollout() -> None:
+    # Given model servers without reliability counters and an error-rate guardrail that regresses
+    over = {"analysis.guardrails": [{"name": "errors", "errorRate": {}, "margin": 0.01}]}
+    # When calibration is only reported: the other checks go on (the guardrail rolls back) and
+    # status.calibration counts nothing
+    reported = _run({}, NoCalibrationSeries(), ticks=20, **over)
+    assert reported.phase.value == "RolledBack"
+    assert reported.calibration is not None
+    assert reported.calibration.baseline.n == 0
+    # And with the gate, the missing evidence holds the checks like a guardrail's missing series,
+    # named in the MetricsAvailable condition
+    gated = _run({"gate": "Brier", "margin": 0.01}, NoCalibrationSeries(), ticks=20, **over)
+    assert gated.phase.value == "Progressing"
+    available = next(c for c in gated.conditions if c.type == "MetricsAvailable")
+    assert available.status == "False"
+    assert "model_prediction_calibration_count_total" in available.message

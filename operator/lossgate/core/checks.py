@@ -125,9 +125,12 @@ def judge_checks(
 ) -> ChecksJudged:
     """Continue every check's fold with the `closed` intervals read this tick (all or none) and report
     each. A read of another length than `closed` is not this window's: nothing advances. The Brier
-    gate (a guardrail named BRIER_CHECK) reads its counts off `calibration_read`."""
+    gate (a guardrail named BRIER_CHECK) reads its counts off `calibration_read`, and a failed read holds
+    the checks like any guardrail's; without the gate a failed calibration read holds nothing."""
     read = _with_brier(read, guardrails, calibration_read)
-    problems = [p for p in [*read.values(), class_read, calibration_read] if isinstance(p, Problem)]
+    # Without the gate, calibration is only reported: a failed read of it holds nothing (its
+    # intervals are left out of status.calibration); with the gate, it is that check's read.
+    problems = [p for p in [*read.values(), class_read] if isinstance(p, Problem)]
     totals = plan.calibration
     folds, class_folds, unslotted = dict(plan.folds), dict(plan.class_folds), dict(plan.unslotted)
     looks = plan.looks
