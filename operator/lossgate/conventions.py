@@ -43,3 +43,18 @@ def le_label(bound: float) -> str:
 
 # The `le` of the catastrophic-loss bucket, as the exporter writes it ("4.6").
 CATASTROPHIC_LE = le_label(CATASTROPHIC_LOSS_NATS)
+
+# A language model's token-level loss counters (docs/metrics.md, "Token loss"): per (model, version),
+# with S the summed token NLL of one request's reference continuation and T its tokens,
+# <base>_requests_total (n), <base>_nats_total (sum S), <base>_tokens_total (sum T),
+# <base>_nats_squared_total (sum S^2), <base>_tokens_squared_total (sum T^2) and
+# <base>_nats_tokens_total (sum S T): what the delta-method judge of the loss per token needs.
+DEFAULT_TOKEN_METRIC = "model_token_nll"
+TOKEN_COUNTER_SUFFIXES = (
+    "requests_total",
+    "nats_total",
+    "tokens_total",
+    "nats_squared_total",
+    "tokens_squared_total",
+    "nats_tokens_total",
+)

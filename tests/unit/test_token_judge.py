@@ -73,8 +73,7 @@ def _rolled_back(
     base, canary = _counters(rng, n_b, BASE, hard_long), _counters(rng, n_c, r_c, hard_long)
     used = np.broadcast_to(used_intervals([25] * looks, True), (reps, looks))
     path = token_path(base, canary, used, TokenNull(MARGIN, max_tokens=MAX_TOKENS, warmup=200))
-    out: np.ndarray = (path.log_p_regression <= math.log(alpha)).any(axis=-1)
-    return out
+    return np.asarray((path.log_p_regression <= math.log(alpha)).any(axis=-1))
 
 
 def _tolerance(alpha: float, reps: int) -> float:

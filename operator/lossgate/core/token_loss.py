@@ -106,11 +106,12 @@ def _valid(a: FloatArray, null: TokenNull) -> BoolArray:
     finite = np.all(np.isfinite(a), axis=-2)
     slack = 1e-9 * np.maximum(tt, 1.0)
     with np.errstate(invalid="ignore"):
-        return (
+        out: BoolArray = (
             finite & (n >= 1) & (t >= n) & (t <= null.max_tokens * n) & (s >= 0)
             & (s <= null.token_clip * t * (1 + 1e-12)) & (ss >= 0) & (st >= 0)
             & (tt + slack >= t) & (tt <= null.max_tokens * t + slack)
         )  # fmt: skip
+    return out
 
 
 def token_path(
