@@ -112,6 +112,12 @@ class RedisStore:
         return PredictResult(int(accepted), int(second), result.stale)
 
     def add_labels(self, batch: list[Label], now: float) -> LabelResult:
+        for lab in batch:
+            if lab.token is not None:  # nothing stored: refused whole, like any bad label
+                raise FieldError(
+                    f"{lab.field}.token_nll",
+                    "token labels need the SQLite store for now (the Redis store keeps no token counters)",
+                )
         total = LabelResult()
         for _ in range(_RETRIES):
             result, changed = self._label_pass(batch, now)
