@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lossgate.core import guardrail, judge_codec, judge_fold
+from lossgate.core import guardrail, judge_codec, judge_fold, token_fold
 from lossgate.core.evidence import IntervalStats, Problem
 from lossgate.core.guardrail import CheckConfig, CheckFold, CountInterval
 from lossgate.core.judge_types import JudgeConfig
 from lossgate.core.timeline import weight_timeline, with_weights
+from lossgate.core.token_fold import TokenConfig, TokenFold, TokenInterval
 from lossgate.core.verdicts import LossVerdict
 from lossgate.model import ModelRolloutStatus
 from lossgate.model.status import ChecksState, CheckStatus
@@ -57,6 +58,7 @@ class ChecksPlan:
     folds: Mapping[str, CheckFold]
     class_folds: Mapping[str, judge_fold.JudgeFold]
     unslotted: Mapping[str, float]
+    token_fold: TokenFold | None = None  # spec.analysis.tokenLoss (None: not configured, or fresh)
 
 
 def plan_checks(
@@ -65,13 +67,18 @@ def plan_checks(
     guardrails: Sequence[GuardrailCheck],
     classes: ClassChecks | None,
     series: object,
+    tokens: TokenConfig | None = None,
 ) -> ChecksPlan | None:
     """None when there is nothing to check (no checks, not started, or finished)."""
-    if (not guardrails and classes is None) or not status.step_starts or status.terminal:
+    nothing = not guardrails and classes is None and tokens is None
+    if nothing or not status.step_starts or status.terminal:
         return None
     origin = status.step_starts[0].at
     interval_ms, origin_ms = round(interval_s * 1000), round(origin.timestamp() * 1000)
-    fp = hashlib.sha256(repr((guardrails, classes, series, interval_ms, origin_ms)).encode()).hexdigest()[:32]
+    what = repr((guardrails, classes, series, interval_ms, origin_ms)) + (
+        "" if tokens is None else repr(tokens)
+    )
+    fp = hashlib.sha256(what.encode()).hexdigest()[:32]
     fresh = ChecksPlan(origin, origin, interval_ms / 1000, fp, 0, {}, {}, {})
     st = status.checks_state
     if st is None or st.fingerprint != fp or st.origin_ms != origin_ms or st.interval_ms != interval_ms:
@@ -85,10 +92,12 @@ def plan_checks(
             for key, numbers in st.numbers.items()
             if key.startswith(CLASS_PREFIX)
         }
+        tfold = token_fold.decode(st.numbers[token_fold.NAME]) if tokens is not None else None
     except (KeyError, ValueError):
         return fresh  # not ours (another version, or edited): rebuild from the start
     start = datetime.fromtimestamp(st.through_ms / 1000, tz=UTC)
-    return ChecksPlan(origin, start, interval_ms / 1000, fp, st.looks, folds, class_folds, dict(st.unslotted))
+    unslotted = dict(st.unslotted)
+    return ChecksPlan(origin, start, interval_ms / 1000, fp, st.looks, folds, class_folds, unslotted, tfold)
 
 
 @dataclass(frozen=True)
@@ -106,17 +115,15 @@ def judge_checks(
     read: Mapping[str, list[CountInterval] | Problem],
     class_read: dict[str, list[IntervalStats]] | Problem | None,
     closed: int,
+    tokens: TokenConfig | None = None,
+    token_read: list[TokenInterval] | Problem | None = None,
 ) -> ChecksJudged:
     """Continue every check's fold with the `closed` intervals read this tick (all or none) and report
     each. A read of another length than `closed` is not this window's: nothing advances."""
-    problems = [p for p in read.values() if isinstance(p, Problem)]
-    if isinstance(class_read, Problem):
-        problems.append(class_read)
+    problems, lengths = _window(read, class_read, token_read if tokens is not None else None)
+    tfold = plan.token_fold or TokenFold()
     folds, class_folds, unslotted = dict(plan.folds), dict(plan.class_folds), dict(plan.unslotted)
     looks = plan.looks
-    lengths = {len(v) for v in read.values() if isinstance(v, list)}
-    if isinstance(class_read, dict):
-        lengths |= {len(v) for v in class_read.values()}
     if not problems and lengths <= {closed} and closed > 0:
         timeline = weight_timeline(status)
         for g in guardrails:
@@ -126,8 +133,12 @@ def judge_checks(
                 folds[g.config.name] = guardrail.advance(fold, with_weights(got, timeline), g.config)
         if classes is not None and isinstance(class_read, dict):
             _advance_classes(classes, class_read, class_folds, unslotted, timeline)
+        if tokens is not None and isinstance(token_read, list) and token_read:
+            tfold = token_fold.advance(tfold, with_weights(token_read, timeline), tokens)
         looks += closed
     out = [_guardrail_status(g, folds.get(g.config.name, CheckFold())) for g in guardrails]
+    if tokens is not None:
+        out.append(_token_status(tfold, tokens))
     if classes is not None:
         out += [_class_status(name, fold, classes) for name, fold in sorted(class_folds.items())]
         out += [
@@ -140,6 +151,8 @@ def judge_checks(
     interval_ms, origin_ms = round(plan.interval_s * 1000), round(plan.origin.timestamp() * 1000)
     numbers = {name: guardrail.encode(f) for name, f in folds.items()}
     numbers |= {CLASS_PREFIX + name: judge_codec.encode(f) for name, f in class_folds.items()}
+    if tokens is not None:
+        numbers[token_fold.NAME] = token_fold.encode(tfold)
     state = ChecksState(
         origin_ms=origin_ms,
         through_ms=origin_ms + looks * interval_ms,
@@ -150,6 +163,25 @@ def judge_checks(
         unslotted=unslotted,
     )
     return ChecksJudged(out, state, problems[0] if problems else None)
+
+
+def _window(
+    read: Mapping[str, list[CountInterval] | Problem],
+    class_read: dict[str, list[IntervalStats]] | Problem | None,
+    token_read: list[TokenInterval] | Problem | None,
+) -> tuple[list[Problem], set[int]]:
+    """The problems of this tick's reads, and the lengths of those that succeeded."""
+    problems = [p for p in read.values() if isinstance(p, Problem)]
+    lengths = {len(v) for v in read.values() if isinstance(v, list)}
+    if isinstance(class_read, Problem):
+        problems.append(class_read)
+    elif isinstance(class_read, dict):
+        lengths |= {len(v) for v in class_read.values()}
+    if isinstance(token_read, Problem):
+        problems.append(token_read)
+    elif isinstance(token_read, list):
+        lengths.add(len(token_read))
+    return problems, lengths
 
 
 def _advance_classes(
@@ -199,4 +231,15 @@ def _class_status(name: str, fold: judge_fold.JudgeFold, classes: ClassChecks) -
         n_canary=r.n_canary, mean_baseline=r.mean_baseline, mean_canary=r.mean_canary, delta=r.theta_hat,
         cs_low=r.cs_low, cs_high=r.cs_high, margin=r.margin, p_regression=r.p_regression,
         p_not_worse=r.p_not_worse, alpha=classes.config.alpha_rollback, reason=reason,
+    )  # fmt: skip
+
+
+def _token_status(fold: TokenFold, config: TokenConfig) -> CheckStatus:
+    """The loss per token (spec.analysis.tokenLoss); means are nats per token, perplexity exp(mean)."""
+    r = token_fold.conclude(fold, config)
+    return CheckStatus(
+        name=token_fold.NAME, kind=token_fold.NAME, verdict=r.verdict.value, n_baseline=r.n_baseline,
+        n_canary=r.n_canary, mean_baseline=r.per_token_baseline, mean_canary=r.per_token_canary,
+        delta=r.delta, cs_low=r.cs_low, cs_high=r.cs_high, margin=r.margin, p_regression=r.p_regression,
+        p_not_worse=r.p_not_worse, alpha=r.alpha_rollback, reason=r.reason,
     )  # fmt: skip

@@ -26,6 +26,7 @@ from lossgate.core.observation import HealthEvidence, LossEvidence, ManualComman
 from lossgate.core.paired import PairedStats
 from lossgate.core.paired_step import PairedPlan, judge_paired
 from lossgate.core.timeline import weight_timeline, with_weights
+from lossgate.core.token_fold import TokenConfig, TokenInterval
 from lossgate.core.verdicts import HealthVerdict
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.status import ChecksState, CheckStatus, JudgeState, PairedState
@@ -91,6 +92,7 @@ class Gathered:
     checks_closed: int = 0  # intervals closed in the checks' read window
     paired: list[PairedStats] | Problem | None = None  # shadow step: paired intervals since its plan
     mirror: int | Problem | None = None  # the router's mirror percent (read only with a shadow step)
+    tokens: list[TokenInterval] | Problem | None = None  # tokenLoss: read in the checks' window
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def judge_tick(
     guardrails: tuple[GuardrailCheck, ...] = (),
     classes: ClassChecks | None = None,
     paired_plan: PairedPlan | None = None,
+    tokens: TokenConfig | None = None,
 ) -> Judged:
     """Judge the evidence read this tick. The paired test (shadow step) runs at the pooled judge's
     share of alphaRollback: spec.family_checks counts it as one more check."""
@@ -157,7 +160,15 @@ def judge_tick(
     checks_state = status.checks_state
     if checks is not None:
         judged_checks = judge_checks(
-            status, checks, guardrails, classes, got.checks, got.classes, got.checks_closed
+            status,
+            checks,
+            guardrails,
+            classes,
+            got.checks,
+            got.classes,
+            got.checks_closed,
+            tokens,
+            got.tokens,
         )
         shown, checks_state = tuple(judged_checks.checks), judged_checks.state
         if metrics_problem is None:  # a check's evidence missing holds like the loss's (onMetricsUnavailable)

@@ -21,6 +21,8 @@ from lossgate.adapters.spec_refs import (
     health_config,
     judge_config,
     loss_ref,
+    token_config,
+    token_ref,
 )
 from lossgate.core.actions import EmitEvent, EventType
 from lossgate.core.checks import plan_checks
@@ -76,7 +78,8 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         tuple(guardrail_refs(ns, spec)),
     )
     interval_s = spec.analysis.interval.total_seconds()
-    checks_plan = plan_checks(status, interval_s, guardrails, classes, (g_refs, series))
+    tokens, t_ref = token_config(spec), token_ref(ns, spec)
+    checks_plan = plan_checks(status, interval_s, guardrails, classes, (g_refs, series, t_ref), tokens)
     pods = canary_pods_ref(ns, spec)
     got = await gather(
         spec=spec,
@@ -96,10 +99,12 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         guardrails=g_refs,
         per_class=classes is not None,
         paired_plan=paired_plan,
+        token_ref=t_ref,
     )
     judged = judge_tick(
-        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes, paired_plan
-    )
+        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes, paired_plan,
+        tokens,
+    )  # fmt: skip
     decision = decide(spec, status, judged.observation, now)
     applied = await apply(decision, router=router, objects=deps.objects, namespace=ns, emit=emit)
 
