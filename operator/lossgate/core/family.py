@@ -1,6 +1,7 @@
 """The family of checks one rollout runs, and its error rate (docs/judge.md, "Guardrails").
 
-Checks: the pooled loss judge, each guardrail, and one slot per class the per-class judge may judge.
+Checks: the pooled loss judge, each guardrail, one slot per class the per-class judge may judge, and
+a language model's loss per token (spec.analysis.tokenLoss, core/token_fold.py) when configured.
 A false rollback happens when any check's regression test rejects a true null; with m checks each at
 alpha_rollback / m, the union bound (Bonferroni) keeps the family's chance of that at most
 alpha_rollback. Each check's p-value is always valid (valid at any stopping time, however often it is
