@@ -62,15 +62,22 @@ def _counters(rng: np.random.Generator, n: np.ndarray, r: float, hard_long: bool
     return np.moveaxis(np.stack(rows).reshape((6, *n.shape)), 0, -2)
 
 
+def _streams(
+    seed: int, reps: int, per_look: float, r_c: float, hard_long: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline and canary counters of `reps` rollouts of 200 looks with a 25% canary."""
+    rng = np.random.default_rng(seed)
+    n_c = rng.poisson(per_look * 0.25, size=(reps, 200))
+    n_b = rng.poisson(per_look * 0.75, size=(reps, 200))
+    return _counters(rng, n_b, BASE, hard_long), _counters(rng, n_c, r_c, hard_long)
+
+
 def _rolled_back(
     seed: int, reps: int, per_look: float, r_c: float, alpha: float, hard_long: bool
 ) -> np.ndarray:
     """Which of `reps` rollouts of 200 looks (a 25% canary) the regression test rolls back."""
-    rng = np.random.default_rng(seed)
-    looks = 200
-    n_c = rng.poisson(per_look * 0.25, size=(reps, looks))
-    n_b = rng.poisson(per_look * 0.75, size=(reps, looks))
-    base, canary = _counters(rng, n_b, BASE, hard_long), _counters(rng, n_c, r_c, hard_long)
+    base, canary = _streams(seed, reps, per_look, r_c, hard_long)
+    looks = base.shape[-1]
     used = np.broadcast_to(used_intervals([25] * looks, True), (reps, looks))
     path = token_path(base, canary, used, TokenNull(MARGIN, max_tokens=MAX_TOKENS, warmup=200))
     return np.asarray((path.log_p_regression <= math.log(alpha)).any(axis=-1))
@@ -93,6 +100,24 @@ def test_false_rollbacks_on_the_margin_at_most_alpha(per_look: float, reps: int,
     rolled = _rolled_back(7, reps, per_look, BASE + MARGIN, alpha, hard_long)
     # Then at most alpha of them are rolled back, within the binomial tolerance
     assert rolled.mean() <= _tolerance(alpha, reps)
+
+
+def test_a_naive_repeated_delta_method_z_test_fails_the_same_tolerance() -> None:
+    # Given the low-count streams on the margin, and the usual delta-method z test of the ratio
+    # (plug-in variance sum (S - r T)^2 / (sum T)^2 per arm) repeated at every look at alpha 0.05
+    base, canary = _streams(7, 400, 40.0, BASE + MARGIN, False)
+
+    def ratio_and_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, s, t, ss, tt, st = (np.cumsum(x[:, i, :], axis=-1) for i in range(6))
+        r = s / np.maximum(t, 1.0)
+        return r, np.maximum(ss - 2 * r * st + r * r * tt, 0.0) / np.maximum(t, 1.0) ** 2
+
+    r_b, v_b = ratio_and_var(base)
+    r_c, v_c = ratio_and_var(canary)
+    z = (r_c - r_b - MARGIN) / np.sqrt(np.maximum(v_b + v_c, 1e-12))
+    rolled = (z > 1.6449).any(axis=-1)
+    # Then it rolls back far more than alpha: the streams can show a miscalibrated test
+    assert rolled.mean() > _tolerance(0.05, 400)
 
 
 def test_detects_a_regression_of_five_margins_at_high_count() -> None:
