@@ -1,6 +1,7 @@
-"""A language model's labels through a real `lossgate joiner` process (SQLite): each label's
-reference continuation is scored by a tiny causal LM built from a config, posted as a token label,
-and /metrics carries the token counters of the ledger exactly, across a restart."""
+"""A language model's labels through a real `lossgate joiner` process (SQLite, or Debian's
+redis-server): each label's reference continuation is scored by a tiny causal LM built from a
+config, posted as a token label, and /metrics carries the token counters of the ledger exactly,
+across a restart."""
 
 from __future__ import annotations
 
@@ -19,12 +20,19 @@ from lossgate.instrument.lm import continuation_nll
 from lossgate.joiner import JoinerClient
 from lossgate.joiner.client import JoinerError
 from lossgate_dev.devenv.joiner import JoinerProcess
+from lossgate_dev.devenv.procs import wait_until
+from lossgate_dev.devenv.redis import RedisServer
 from tests.joiner.helpers import value
 
 
-@pytest.fixture
-def joiner(tmp_path: Path) -> Iterator[JoinerProcess]:
-    j = JoinerProcess.start(tmp_path / "joiner", "--sqlite", str(tmp_path / "joiner.db"))
+@pytest.fixture(params=["sqlite", "redis"])
+def joiner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JoinerProcess]:
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = ("--redis", server.url, "--export-lease", "1s")  # a restart takes the lease over soon
+    else:
+        store = ("--sqlite", str(tmp_path / "joiner.db"))
+    j = JoinerProcess.start(tmp_path / "joiner", *store)
     yield j
     j.stop()
 
@@ -59,6 +67,8 @@ def test_token_labels_export_the_ledgers_counters(joiner: JoinerProcess) -> None
         if restarted:
             joiner.stop()
             joiner.restart()
+            # (a Redis replica exports once it holds the exporter lease, which the old one let lapse)
+            wait_until(lambda: value(joiner.metrics(), "lossgate_joiner_exporter") == 1, 30, "the lease")
         text = joiner.metrics()
         for version, rows in ledger.items():
             want = dict(

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from lossgate.instrument.buckets import LOSS_BUCKETS
+from lossgate.instrument.tokens import TokenSums
 from lossgate.joiner.accounting import DELAY_BUCKETS, EXPIRY_REASONS, PairSums, Series, pair_losses, score
 from lossgate.joiner.records import (
     FieldError,
@@ -112,12 +113,6 @@ class RedisStore:
         return PredictResult(int(accepted), int(second), result.stale)
 
     def add_labels(self, batch: list[Label], now: float) -> LabelResult:
-        for lab in batch:
-            if lab.token is not None:  # nothing stored: refused whole, like any bad label
-                raise FieldError(
-                    f"{lab.field}.token_nll",
-                    "token labels need the SQLite store for now (the Redis store keeps no token counters)",
-                )
         total = LabelResult()
         for _ in range(_RETRIES):
             result, changed = self._label_pass(batch, now)
@@ -160,9 +155,10 @@ class RedisStore:
                     nl = rec.index(b"\n")
                     (served_at,) = struct.unpack_from("<d", rec, nl + 1)
                     try:
-                        s = score(rec[nl + 9 :], lab.label, served_at, now)
+                        s = score(rec[nl + 9 :], lab.label, served_at, now, lab.token)
                     except ValueError as e:
-                        raise FieldError(f"{lab.field}.label", str(e)) from None
+                        where = "token_nll" if lab.token is not None else "label"
+                        raise FieldError(f"{lab.field}.{where}", str(e)) from None
                     idx = skeys.setdefault(rec[:nl], len(skeys) + 1)
                     arms += [
                         idx,
@@ -171,13 +167,14 @@ class RedisStore:
                         s.bucket,
                         s.delay_bucket,
                         repr(s.delay),
+                        *_token_args(s.token),
                     ]
                     losses.append((series_key(rec[start:nl].decode()), s.loss))
                 pairs: list[Any] = []
                 for key, la, lb in pair_losses(losses):
                     idx = pkeys.setdefault(self._pkey(key), len(pkeys) + 1)
                     pairs += [idx, repr(la), repr(lb), repr((lb - la) * (lb - la))]
-                items += [lab.id, len(value), len(arms) // 6, len(pairs) // 4, *arms, *pairs]
+                items += [lab.id, len(value), len(arms) // _ARM_ARGS, len(pairs) // 4, *arms, *pairs]
                 n_items += 1
             elif lab.id in done:
                 result.late += 1
@@ -260,6 +257,17 @@ class RedisStore:
         self.r.close()
 
 
+_ARM_ARGS = 12  # per joined arm: series index, loss, loss^2, buckets, delay, and six token increments
+
+
+def _token_args(token: tuple[float, int] | None) -> list[str | int]:
+    """A token label's increments of the six token counters (zeros for a class label)."""
+    if token is None:
+        return [0, "0", 0, "0", 0, "0"]
+    s, t = token
+    return [1, repr(s), t, repr(s * s), t * t, repr(s * t)]
+
+
 def _series(h: dict[bytes, bytes]) -> Series:
     def i(name: str) -> int:
         return int(h.get(name.encode(), 0))
@@ -272,4 +280,8 @@ def _series(h: dict[bytes, bytes]) -> Series:
         [i(f"b{j}") for j in range(len(LOSS_BUCKETS) + 1)],
         [i(f"d{j}") for j in range(len(DELAY_BUCKETS) + 1)],
         f("delay_sum"), {r: i(f"expired:{r}") for r in EXPIRY_REASONS},
+        TokenSums(
+            f("created"), i("tok_n"), f("tok_nats"), i("tok_tokens"), f("tok_nats_sq"), i("tok_tokens_sq"),
+            f("tok_nats_tokens"),
+        ) if i("tok_n") else None,
     )  # fmt: skip
