@@ -27,6 +27,7 @@ from tests.joiner.helpers import value
 
 @pytest.fixture(params=["sqlite", "redis"])
 def joiner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JoinerProcess]:
+    store: tuple[str, ...]
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         store = ("--redis", server.url, "--export-lease", "1s")  # a restart takes the lease over soon
