@@ -60,3 +60,19 @@ BRIER_MAX = 2.0
 def calibration_bin(confidence: float) -> int:
     """The bin of a top-class probability in [0, 1] (out-of-range values go to the nearest end)."""
     return min(max(int(confidence * CALIBRATION_BINS), 0), CALIBRATION_BINS - 1)
+
+
+# A language model's token-level loss counters (docs/metrics.md, "Token loss"): per (model, version),
+# with S the summed token NLL of one request's reference continuation and T its tokens,
+# <base>_requests_total (n), <base>_nats_total (sum S), <base>_tokens_total (sum T),
+# <base>_nats_squared_total (sum S^2), <base>_tokens_squared_total (sum T^2) and
+# <base>_nats_tokens_total (sum S T): what the delta-method judge of the loss per token needs.
+DEFAULT_TOKEN_METRIC = "model_token_nll"  # noqa: S105 (a metric name, not a secret)
+TOKEN_COUNTER_SUFFIXES = (
+    "requests_total",
+    "nats_total",
+    "tokens_total",
+    "nats_squared_total",
+    "tokens_squared_total",
+    "nats_tokens_total",
+)

@@ -12,11 +12,19 @@ from lossgate.core.family import split_alpha
 from lossgate.core.guardrail import CheckConfig
 from lossgate.core.health import HealthConfig
 from lossgate.core.judge import JudgeConfig
+from lossgate.core.token_fold import TokenConfig
+from lossgate.core.token_loss import TokenNull
 from lossgate.instrument.buckets import LOSS_BUCKETS
 from lossgate.model import ModelRolloutSpec
 from lossgate.model.calibration import BRIER_CHECK
 from lossgate.model.guardrails import DEFAULT_REQUESTS_METRIC
-from lossgate.ports import CalibrationSeriesRef, CanaryPodsRef, GuardrailSeriesRef, LossSeriesRef
+from lossgate.ports import (
+    CalibrationSeriesRef,
+    CanaryPodsRef,
+    GuardrailSeriesRef,
+    LossSeriesRef,
+    TokenSeriesRef,
+)
 
 
 class SpecProblem(ValueError):
@@ -129,6 +137,29 @@ def calibration_ref(namespace: str, spec: ModelRolloutSpec) -> CalibrationSeries
     if cal is None:
         return None
     return CalibrationSeriesRef(namespace, spec.model, spec.baseline.version, spec.canary.version, cal.metric)
+
+
+def token_config(spec: ModelRolloutSpec) -> TokenConfig | None:
+    """The loss-per-token check (spec.analysis.tokenLoss) at its share of alphaRollback, or None."""
+    tl = spec.analysis.token_loss
+    if tl is None:
+        return None
+    loss = spec.analysis.loss
+    null = TokenNull(tl.margin, max_tokens=float(tl.max_tokens_per_request), warmup=float(tl.warmup_requests))
+    return TokenConfig(
+        null,
+        alpha_rollback=split_alpha(loss.alpha_rollback, spec.family_checks),
+        alpha_promote=loss.alpha_promote,
+        min_requests_before_rollback=float(tl.min_requests_before_rollback),
+        min_requests_before_promote=float(tl.min_requests_before_promotion),
+    )
+
+
+def token_ref(namespace: str, spec: ModelRolloutSpec) -> TokenSeriesRef | None:
+    tl = spec.analysis.token_loss
+    if tl is None:
+        return None
+    return TokenSeriesRef(namespace, spec.model, spec.baseline.version, spec.canary.version, tl.metric)
 
 
 def class_checks(spec: ModelRolloutSpec) -> ClassChecks | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -206,7 +207,7 @@ def checks_table(checks: list[dict[str, Any]]) -> Table | None:
         t.add_row(
             str(c.get("name", "")), str(c.get("kind", "")),
             f"{count(c.get('nBaseline'))}/{count(c.get('nCanary'))}",
-            num(c.get("meanBaseline")), num(c.get("meanCanary")), signed(c.get("delta")), cs(c),
+            _mean(c, "meanBaseline"), _mean(c, "meanCanary"), signed(c.get("delta")), cs(c),
             num(c.get("margin")), pval(c.get("pRegression")), pval(c.get("pNotWorse")),
             num(c.get("alpha"), 5), shown, style=None if judged else "dim",
         )  # fmt: skip
@@ -225,6 +226,14 @@ def _calibration_row(head: Table, cal: dict[str, Any]) -> None:
         b, c = cal.get("baseline") or {}, cal.get("canary") or {}
         line = f"baseline {arm(b)}   canary {arm(c)}   ({cal.get('bins', '-')} bins)"
         head.add_row("Calibration", Text(line, overflow="fold"))
+
+
+def _mean(c: dict[str, Any], key: str) -> str:
+    """An arm's mean; for the loss per token (nats) also its perplexity, exp of it."""
+    x = c.get(key)
+    if c.get("kind") == "tokenLoss" and isinstance(x, int | float) and 0 <= x < 50:
+        return f"{num(x)} (ppl {math.exp(x):.4g})"
+    return num(x)
 
 
 def fingerprint(obj: dict[str, Any]) -> tuple[str, str]:

@@ -18,12 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lossgate.core import calibration, guardrail, judge_codec, judge_fold
+from lossgate.core import calibration, guardrail, judge_codec, judge_fold, token_fold
 from lossgate.core.calibration import Bins, CalibrationInterval
 from lossgate.core.evidence import IntervalStats, Problem
 from lossgate.core.guardrail import CheckConfig, CheckFold, CountInterval
 from lossgate.core.judge_types import JudgeConfig
 from lossgate.core.timeline import weight_timeline, with_weights
+from lossgate.core.token_fold import TokenConfig, TokenFold, TokenInterval
 from lossgate.core.verdicts import LossVerdict
 from lossgate.model import ModelRolloutStatus
 from lossgate.model.calibration import BRIER_CHECK, CalibrationStatus
@@ -61,6 +62,7 @@ class ChecksPlan:
     class_folds: Mapping[str, judge_fold.JudgeFold]
     unslotted: Mapping[str, float]
     calibration: tuple[Bins, Bins] | None = None  # running (baseline, canary) totals; None: not read
+    token_fold: TokenFold | None = None  # spec.analysis.tokenLoss (None: not configured, or fresh)
 
 
 def plan_checks(
@@ -70,15 +72,19 @@ def plan_checks(
     classes: ClassChecks | None,
     series: object,
     calibrated: bool = False,
+    tokens: TokenConfig | None = None,
 ) -> ChecksPlan | None:
     """None when there is nothing to check (no checks, not started, or finished). `calibrated`: read
-    the reliability counters too (spec.analysis.calibration; the Brier gate is among `guardrails`)."""
-    if (not guardrails and classes is None and not calibrated) or not status.step_starts or status.terminal:
+    the reliability counters too (spec.analysis.calibration; the Brier gate is among `guardrails`);
+    `tokens`: the loss per token's check (spec.analysis.tokenLoss)."""
+    nothing = not guardrails and classes is None and not calibrated and tokens is None
+    if nothing or not status.step_starts or status.terminal:
         return None
     origin = status.step_starts[0].at
     interval_ms, origin_ms = round(interval_s * 1000), round(origin.timestamp() * 1000)
     key = (guardrails, classes, series, interval_ms, origin_ms) + ((True,) if calibrated else ())
-    fp = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    what = repr(key) + ("" if tokens is None else repr(tokens))
+    fp = hashlib.sha256(what.encode()).hexdigest()[:32]
     empty = (Bins(), Bins()) if calibrated else None
     fresh = ChecksPlan(origin, origin, interval_ms / 1000, fp, 0, {}, {}, {}, empty)
     st = status.checks_state
@@ -97,11 +103,13 @@ def plan_checks(
         if calibrated:
             bins = st.numbers[CALIBRATION_KEY]
             totals = (Bins.from_list(bins["baseline"]), Bins.from_list(bins["canary"]))
+        tfold = token_fold.decode(st.numbers[token_fold.NAME]) if tokens is not None else None
     except (KeyError, ValueError):
         return fresh  # not ours (another version, or edited): rebuild from the start
     start = datetime.fromtimestamp(st.through_ms / 1000, tz=UTC)
+    unslotted = dict(st.unslotted)
     return ChecksPlan(
-        origin, start, interval_ms / 1000, fp, st.looks, folds, class_folds, dict(st.unslotted), totals
+        origin, start, interval_ms / 1000, fp, st.looks, folds, class_folds, unslotted, totals, tfold
     )
 
 
@@ -122,6 +130,8 @@ def judge_checks(
     class_read: dict[str, list[IntervalStats]] | Problem | None,
     closed: int,
     calibration_read: list[CalibrationInterval] | Problem | None = None,
+    tokens: TokenConfig | None = None,
+    token_read: list[TokenInterval] | Problem | None = None,
 ) -> ChecksJudged:
     """Continue every check's fold with the `closed` intervals read this tick (all or none) and report
     each. A read of another length than `closed` is not this window's: nothing advances. The Brier
@@ -130,15 +140,16 @@ def judge_checks(
     read = _with_brier(read, guardrails, calibration_read)
     # Without the gate, calibration is only reported: a failed read of it holds nothing (its
     # intervals are left out of status.calibration); with the gate, it is that check's read.
-    problems = [p for p in [*read.values(), class_read] if isinstance(p, Problem)]
     totals = plan.calibration
+    problems, lengths = _window(
+        read,
+        class_read,
+        token_read if tokens is not None else None,
+        calibration_read if totals is not None else None,
+    )
+    tfold = plan.token_fold or TokenFold()
     folds, class_folds, unslotted = dict(plan.folds), dict(plan.class_folds), dict(plan.unslotted)
     looks = plan.looks
-    lengths = {len(v) for v in read.values() if isinstance(v, list)}
-    if isinstance(class_read, dict):
-        lengths |= {len(v) for v in class_read.values()}
-    if isinstance(calibration_read, list) and totals is not None:
-        lengths.add(len(calibration_read))
     if not problems and lengths <= {closed} and closed > 0:
         timeline = weight_timeline(status)
         for g in guardrails:
@@ -150,8 +161,12 @@ def judge_checks(
             _advance_classes(classes, class_read, class_folds, unslotted, timeline)
         if totals is not None and isinstance(calibration_read, list):
             totals = calibration.accumulate(totals, calibration_read)
+        if tokens is not None and isinstance(token_read, list) and token_read:
+            tfold = token_fold.advance(tfold, with_weights(token_read, timeline), tokens)
         looks += closed
     out = [_guardrail_status(g, folds.get(g.config.name, CheckFold())) for g in guardrails]
+    if tokens is not None:
+        out.append(_token_status(tfold, tokens))
     if classes is not None:
         out += [_class_status(name, fold, classes) for name, fold in sorted(class_folds.items())]
         out += [
@@ -166,6 +181,8 @@ def judge_checks(
     numbers |= {CLASS_PREFIX + name: judge_codec.encode(f) for name, f in class_folds.items()}
     if totals is not None:
         numbers[CALIBRATION_KEY] = {"baseline": totals[0].to_list(), "canary": totals[1].to_list()}
+    if tokens is not None:
+        numbers[token_fold.NAME] = token_fold.encode(tfold)
     state = ChecksState(
         origin_ms=origin_ms,
         through_ms=origin_ms + looks * interval_ms,
@@ -196,6 +213,30 @@ def _with_brier(
         else calibration.brier_intervals(calibration_read)
     )
     return {**read, BRIER_CHECK: got}
+
+
+def _window(
+    read: Mapping[str, list[CountInterval] | Problem],
+    class_read: dict[str, list[IntervalStats]] | Problem | None,
+    token_read: list[TokenInterval] | Problem | None,
+    calibration_read: list[CalibrationInterval] | Problem | None,
+) -> tuple[list[Problem], set[int]]:
+    """The problems of this tick's reads, and the lengths of those that succeeded. A failed read of
+    the reliability counters is no problem here: ungated it is only reported, gated it is the Brier
+    check's read (already in `read`)."""
+    problems = [p for p in read.values() if isinstance(p, Problem)]
+    lengths = {len(v) for v in read.values() if isinstance(v, list)}
+    if isinstance(class_read, Problem):
+        problems.append(class_read)
+    elif isinstance(class_read, dict):
+        lengths |= {len(v) for v in class_read.values()}
+    if isinstance(token_read, Problem):
+        problems.append(token_read)
+    elif isinstance(token_read, list):
+        lengths.add(len(token_read))
+    if isinstance(calibration_read, list):
+        lengths.add(len(calibration_read))
+    return problems, lengths
 
 
 def _advance_classes(
@@ -245,4 +286,15 @@ def _class_status(name: str, fold: judge_fold.JudgeFold, classes: ClassChecks) -
         n_canary=r.n_canary, mean_baseline=r.mean_baseline, mean_canary=r.mean_canary, delta=r.theta_hat,
         cs_low=r.cs_low, cs_high=r.cs_high, margin=r.margin, p_regression=r.p_regression,
         p_not_worse=r.p_not_worse, alpha=classes.config.alpha_rollback, reason=reason,
+    )  # fmt: skip
+
+
+def _token_status(fold: TokenFold, config: TokenConfig) -> CheckStatus:
+    """The loss per token (spec.analysis.tokenLoss); means are nats per token, perplexity exp(mean)."""
+    r = token_fold.conclude(fold, config)
+    return CheckStatus(
+        name=token_fold.NAME, kind=token_fold.NAME, verdict=r.verdict.value, n_baseline=r.n_baseline,
+        n_canary=r.n_canary, mean_baseline=r.per_token_baseline, mean_canary=r.per_token_canary,
+        delta=r.delta, cs_low=r.cs_low, cs_high=r.cs_high, margin=r.margin, p_regression=r.p_regression,
+        p_not_worse=r.p_not_worse, alpha=r.alpha_rollback, reason=r.reason,
     )  # fmt: skip

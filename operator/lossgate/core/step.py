@@ -27,6 +27,7 @@ from lossgate.core.observation import HealthEvidence, LossEvidence, ManualComman
 from lossgate.core.paired import PairedStats
 from lossgate.core.paired_step import PairedPlan, judge_paired
 from lossgate.core.timeline import weight_timeline, with_weights
+from lossgate.core.token_fold import TokenConfig, TokenInterval
 from lossgate.core.verdicts import HealthVerdict
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.calibration import CalibrationStatus
@@ -94,6 +95,7 @@ class Gathered:
     paired: list[PairedStats] | Problem | None = None  # shadow step: paired intervals since its plan
     mirror: int | Problem | None = None  # the router's mirror percent (read only with a shadow step)
     calibration: list[CalibrationInterval] | Problem | None = None  # reliability counters, checks' window
+    tokens: list[TokenInterval] | Problem | None = None  # tokenLoss: read in the checks' window
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ def judge_tick(
     guardrails: tuple[GuardrailCheck, ...] = (),
     classes: ClassChecks | None = None,
     paired_plan: PairedPlan | None = None,
+    tokens: TokenConfig | None = None,
 ) -> Judged:
     """Judge the evidence read this tick. The paired test (shadow step) runs at the pooled judge's
     share of alphaRollback: spec.family_checks counts it as one more check."""
@@ -162,7 +165,16 @@ def judge_tick(
     calibration = status.calibration if status.step_starts else None
     if checks is not None:
         judged_checks = judge_checks(
-            status, checks, guardrails, classes, got.checks, got.classes, got.checks_closed, got.calibration
+            status,
+            checks,
+            guardrails,
+            classes,
+            got.checks,
+            got.classes,
+            got.checks_closed,
+            got.calibration,
+            tokens,
+            got.tokens,
         )
         shown, checks_state = tuple(judged_checks.checks), judged_checks.state
         calibration = judged_checks.calibration or calibration

@@ -20,7 +20,8 @@ from typing import Any
 import redis
 
 from lossgate.instrument.buckets import LOSS_BUCKETS
-from lossgate.instrument.calibration import CALIBRATION_BINS
+from lossgate.instrument.calibration import CALIBRATION_BINS, Calibrated
+from lossgate.instrument.tokens import TokenSums
 from lossgate.joiner.accounting import DELAY_BUCKETS, EXPIRY_REASONS, PairSums, Series, pair_losses, score
 from lossgate.joiner.records import (
     FieldError,
@@ -155,9 +156,10 @@ class RedisStore:
                     nl = rec.index(b"\n")
                     (served_at,) = struct.unpack_from("<d", rec, nl + 1)
                     try:
-                        s = score(rec[nl + 9 :], lab.label, served_at, now)
+                        s = score(rec[nl + 9 :], lab.label, served_at, now, lab.token)
                     except ValueError as e:
-                        raise FieldError(f"{lab.field}.label", str(e)) from None
+                        where = "token_nll" if lab.token is not None else "label"
+                        raise FieldError(f"{lab.field}.{where}", str(e)) from None
                     idx = skeys.setdefault(rec[:nl], len(skeys) + 1)
                     arms += [
                         idx,
@@ -166,10 +168,8 @@ class RedisStore:
                         s.bucket,
                         s.delay_bucket,
                         repr(s.delay),
-                        s.cal.bin,
-                        repr(s.cal.confidence),
-                        s.cal.correct,
-                        repr(s.cal.brier),
+                        *_cal_args(s.cal),
+                        *_token_args(s.token),
                     ]
                     losses.append((series_key(rec[start:nl].decode()), s.loss))
                 pairs: list[Any] = []
@@ -259,6 +259,21 @@ class RedisStore:
         self.r.close()
 
 
+def _cal_args(cal: Calibrated | None) -> list[str | int]:
+    """A class label's confidence bin, confidence, correct and Brier score (bin -1: a token label)."""
+    if cal is None:
+        return [-1, "0", 0, "0"]
+    return [cal.bin, repr(cal.confidence), cal.correct, repr(cal.brier)]
+
+
+def _token_args(token: tuple[float, int] | None) -> list[str | int]:
+    """A token label's increments of the six token counters (zeros for a class label)."""
+    if token is None:
+        return [0, "0", 0, "0", 0, "0"]
+    s, t = token
+    return [1, repr(s), t, repr(s * s), t * t, repr(s * t)]
+
+
 def _series(h: dict[bytes, bytes]) -> Series:
     def i(name: str) -> int:
         return int(h.get(name.encode(), 0))
@@ -274,4 +289,8 @@ def _series(h: dict[bytes, bytes]) -> Series:
         f("delay_sum"), {r: i(f"expired:{r}") for r in EXPIRY_REASONS},
         [i(f"k{j}") for j in bins], [f(f"c{j}") for j in bins], [i(f"q{j}") for j in bins],
         [f(f"r{j}") for j in bins],
+        TokenSums(
+            f("created"), i("tok_n"), f("tok_nats"), i("tok_tokens"), f("tok_nats_sq"), i("tok_tokens_sq"),
+            f("tok_nats_tokens"),
+        ) if i("tok_n") else None,
     )  # fmt: skip

@@ -20,6 +20,7 @@ from lossgate.core.observation import command_from_annotations
 from lossgate.core.paired import PairedStats
 from lossgate.core.paired_step import PairedPlan
 from lossgate.core.step import Gathered, LossPlan, reads_metrics, training_due
+from lossgate.core.token_fold import TokenInterval
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.status import Phase
 from lossgate.ports import (
@@ -28,6 +29,7 @@ from lossgate.ports import (
     LossSeriesRef,
     MetricsSource,
     MirrorRouter,
+    TokenSeriesRef,
     TrafficRouter,
     VersionSource,
 )
@@ -38,6 +40,7 @@ from lossgate.reconcile.limits import (
     read_label_evidence,
     read_loss_intervals,
     read_paired,
+    read_tokens,
     read_training_run,
 )
 from lossgate.reconcile.threads import to_thread
@@ -65,6 +68,7 @@ async def gather(
     per_class: bool = False,
     paired_plan: PairedPlan | None = None,
     calibration: CalibrationSeriesRef | None = None,
+    token_ref: TokenSeriesRef | None = None,
 ) -> Gathered:
     command = command_from_annotations(annotations)
     weights_task = to_thread(router.get_weights)
@@ -88,10 +92,11 @@ async def gather(
     mirror_task = _mirror(router, spec.shadow is not None or status.mirror_percent != 0)
     cal_task = _calibration(metrics, checks_plan if checks_on else None, calibration, now - scrape_lag)
     core = asyncio.gather(weights_task, loss_task, training_task, version_task, labels_task, checks_task)
+    tokens_task = _tokens(metrics, checks_plan if checks_on else None, token_ref, now - scrape_lag)
     (
         (weights, (loss, probe), training, version, labels, (checks, classes, closed)),
-        (paired, mirror, cal),
-    ) = await asyncio.gather(core, asyncio.gather(paired_task, mirror_task, cal_task))
+        (paired, mirror, cal, tokens),
+    ) = await asyncio.gather(core, asyncio.gather(paired_task, mirror_task, cal_task, tokens_task))
     return Gathered(
         generation=generation,
         command=command,
@@ -107,7 +112,19 @@ async def gather(
         paired=paired,
         mirror=mirror,
         calibration=cal,
+        tokens=tokens,
     )
+
+
+async def _tokens(
+    metrics: MetricsSource | Problem, plan: ChecksPlan | None, ref: TokenSeriesRef | None, end: datetime
+) -> list[TokenInterval] | Problem | None:
+    """The token counters over the checks' window (spec.analysis.tokenLoss), like a guardrail's."""
+    if ref is None or plan is None or end <= plan.start:
+        return None
+    if isinstance(metrics, Problem):
+        return metrics
+    return await read_tokens(metrics, ref, plan.start, end, plan.interval_s)
 
 
 async def _checks(

@@ -22,6 +22,8 @@ from lossgate.adapters.spec_refs import (
     health_config,
     judge_config,
     loss_ref,
+    token_config,
+    token_ref,
 )
 from lossgate.core.actions import EmitEvent, EventType
 from lossgate.core.checks import plan_checks
@@ -78,8 +80,11 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
     )
     interval_s = spec.analysis.interval.total_seconds()
     cal_ref = calibration_ref(ns, spec)
+    tokens, t_ref = token_config(spec), token_ref(ns, spec)
+    # t_ref only when set: a rollout without tokenLoss keeps its checks' fingerprint (and folds).
+    refs = (g_refs, series, cal_ref) + ((t_ref,) if t_ref is not None else ())
     checks_plan = plan_checks(
-        status, interval_s, guardrails, classes, (g_refs, series, cal_ref), calibrated=cal_ref is not None
+        status, interval_s, guardrails, classes, refs, calibrated=cal_ref is not None, tokens=tokens
     )
     pods = canary_pods_ref(ns, spec)
     got = await gather(
@@ -101,10 +106,12 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         per_class=classes is not None,
         paired_plan=paired_plan,
         calibration=cal_ref,
+        token_ref=t_ref,
     )
     judged = judge_tick(
-        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes, paired_plan
-    )
+        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes, paired_plan,
+        tokens,
+    )  # fmt: skip
     decision = decide(spec, status, judged.observation, now)
     applied = await apply(decision, router=router, objects=deps.objects, namespace=ns, emit=emit)
 
