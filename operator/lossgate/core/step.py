@@ -202,8 +202,8 @@ def late_sums(status: ModelRolloutStatus, read: object) -> LateSums | None:
     """The canary's labels in the intervals read this tick that closed in the post-promotion watch and
     were not counted before (the warn-only watch's test sums them in status.watch)."""
     w = status.watch
-    if status.phase is not Phase.WATCHING or w is None or not isinstance(read, list):
-        return None
+    if status.phase is not Phase.WATCHING or w is None or w.holdback_weight or not isinstance(read, list):
+        return None  # with a holdback the judge itself compares both arms: nothing to sum
     start_ms = max(round(w.started_at.timestamp() * 1000), w.counted_through_ms or 0)
     new = [
         iv
