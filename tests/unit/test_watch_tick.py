@@ -4,12 +4,15 @@ back through the router, and the notifier gets the rollback."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from lossgate.core.evidence import ArmStats
 from lossgate.core.notify import Envelope, NoticeEvent
 from lossgate.model import ModelRolloutStatus, Phase
-from tests.unit.reconcile_fakes import FakeRouter
+from lossgate.reconcile.handlers import restore_baseline
+from tests.unit.reconcile_fakes import FakeClock, FakeDeps, FakeMetrics, FakeObjects, FakeRouter, rollout_body
 from tests.unit.test_tick_wiring import INTERVAL, RecordingMetrics, run_ticks, start
 
 WATCHED = {
@@ -120,3 +123,15 @@ def test_the_window_passing_removes_the_holdback() -> None:
     assert isinstance(router, FakeRouter)
     assert router.canary == 100
     assert status.judge_state is None
+
+
+def test_deleting_a_rollout_in_the_watch_gives_the_promoted_canary_all_the_traffic() -> None:
+    # Given rollouts deleted while watching (95/5) and while progressing (10/90)
+    for phase, before, after in (("Watching", 95, 100), ("Progressing", 10, 0)):
+        body = rollout_body(status={"phase": phase, "canaryWeight": before})
+        router = FakeRouter(canary=before)
+        deps = FakeDeps(FakeObjects(body=body), router, FakeMetrics(), FakeClock())
+        # When the finalizer runs
+        asyncio.run(restore_baseline(body=body, memo={"deps": deps}, logger=logging.getLogger("t")))
+        # Then the watch's holdback goes to the canary; a ramp's traffic back to the baseline
+        assert router.canary == after, phase
