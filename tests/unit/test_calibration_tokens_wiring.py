@@ -1,6 +1,7 @@
 """Calibration (its Brier gate) and a language model's loss per token in one rollout: both are checks
-of the same Bonferroni family, each read and folded beside the other (issue 21's two branches met
-here). The per-feature wiring is in test_calibration_wiring.py and test_token_wiring.py."""
+of the same Bonferroni family, each read and folded beside the other, and the post-promotion watch
+acts on their findings like on the loss judge's (issue 21's three parts together). The per-feature
+wiring is in test_calibration_wiring.py, test_token_wiring.py and test_watch_tick.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any
 
 from lossgate.adapters.spec_refs import guardrail_checks, judge_config, token_config
 from lossgate.core.family import family_size
-from lossgate.model import ModelRolloutSpec
+from lossgate.model import ModelRolloutSpec, Phase
 from lossgate.model.calibration import BRIER_CHECK
 from tests.unit.test_calibration_wiring import BASELINE, CANARY_SAME, CANARY_WORSE, CalibratedMetrics
 from tests.unit.test_tick_wiring import merged, run_ticks, start
 from tests.unit.test_token_wiring import EQUAL, WORSE, TokenMetrics
+from tests.unit.test_watch_tick import WATCHED
 
 BOTH = {
     "analysis.guardrails": [{"name": "errors", "errorRate": {}, "margin": 0.01}],
@@ -78,3 +80,20 @@ def test_a_brier_regression_rolls_back_beside_an_equal_loss_per_token() -> None:
     verdicts = {c.name: c.verdict for c in status.checks}
     assert verdicts[BRIER_CHECK] == "Regression"
     assert verdicts["tokenLoss"] != "Regression"
+
+
+def test_a_late_token_regression_rolls_back_in_the_post_promotion_watch() -> None:
+    # Given a language model whose loss per token is equal, promoted into a watch with a 5% holdback
+    over = {**WATCHED, "analysis.tokenLoss": {"margin": 0.05, "maxTokensPerRequest": 100}}
+    metrics = BothMetrics(cal=(BASELINE, CANARY_SAME), tokens=EQUAL)
+    deps, objects = start(over, metrics)
+    status = run_ticks(deps, objects, 4)
+    assert status.phase is Phase.WATCHING, status.message
+    # When the token labels arriving in the watch show the promoted model 0.4 nats per token worse
+    metrics.tokens = WORSE
+    status = run_ticks(deps, objects, 30)
+    # Then the token check finds it and the watch rolls back to the baseline
+    assert status.phase is Phase.ROLLED_BACK, status.message
+    assert "post-promotion watch" in status.message
+    assert "tokenLoss" in status.message
+    assert status.canary_weight == 0

@@ -15,6 +15,7 @@ PHASE_STYLE = {
     "Pending": "yellow",
     "Progressing": "cyan",
     "Paused": "magenta",
+    "Watching": "green",  # promoted, in the post-promotion watch
     "Promoted": "bold green",
     "RolledBack": "bold red",
     "Failed": "bold red",

@@ -29,9 +29,10 @@ from lossgate.core.paired_step import PairedPlan, judge_paired
 from lossgate.core.timeline import weight_timeline, with_weights
 from lossgate.core.token_fold import TokenConfig, TokenInterval
 from lossgate.core.verdicts import HealthVerdict
+from lossgate.core.watch_ref import LateSums
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.calibration import CalibrationStatus
-from lossgate.model.status import ChecksState, CheckStatus, JudgeState, PairedState
+from lossgate.model.status import ChecksState, CheckStatus, JudgeState, PairedState, Phase
 
 PARTIAL = "Partial"  # lossgate.ports.MetricsErrorKind.PARTIAL (one arm has no series): not an outage
 NO_DATA = "NoData"  # lossgate.ports.MetricsErrorKind.NO_DATA: no pairs yet in a shadow step, not an outage
@@ -197,6 +198,7 @@ def judge_tick(
         checks=shown,
         paired=paired,
         actual_mirror=got.mirror if isinstance(got.mirror, int) else None,
+        late=late_sums(status, got.loss),
     )
     router_problem = got.weights if isinstance(got.weights, Problem) else None
     version_problem = got.canary_version if isinstance(got.canary_version, Problem) else None
@@ -212,6 +214,29 @@ def judge_tick(
         checks_state,
         paired_state if paired_plan is not None else status.paired_state,
         calibration,
+    )
+
+
+def late_sums(status: ModelRolloutStatus, read: object) -> LateSums | None:
+    """The canary's labels in the intervals read this tick that closed in the post-promotion watch and
+    were not counted before (the warn-only watch's test sums them in status.watch)."""
+    w = status.watch
+    if status.phase is not Phase.WATCHING or w is None or w.holdback_weight or not isinstance(read, list):
+        return None  # with a holdback the judge itself compares both arms: nothing to sum
+    start_ms = max(round(w.started_at.timestamp() * 1000), w.counted_through_ms or 0)
+    new = [
+        iv
+        for iv in read
+        if round(iv.start * 1000) >= start_ms
+        and all(math.isfinite(x) for x in (iv.canary.n, iv.canary.sum, iv.canary.sumsq))
+    ]
+    if not new:
+        return None
+    return LateSums(
+        n=sum(iv.canary.n for iv in new),
+        sum=sum(iv.canary.sum for iv in new),
+        sumsq=sum(iv.canary.sumsq for iv in new),
+        through_ms=round(max(iv.end for iv in new) * 1000),
     )
 
 
