@@ -2,7 +2,8 @@
 after its promotion is caught in the watch and rolled back to the baseline, which kept a 5% holdback.
 
 Real model servers (the canary trained with half of its digit-7 labels noisy: better than the
-baseline on the pool, much worse on digit 7), the real operator, Prometheus and HTTPRoute. The driver
+baseline on the pool, much worse on digit 7), the real operator, Prometheus and HTTPRoute, traffic
+at 120 requests a second. The driver
 holds back every digit-7 label until the rollout is promoted, standing in for a class whose labels
 come late (disputes, reviews); then the backlog arrives, for both arms, and the per-class judge of
 digit 7 finds the regression in the watch.
@@ -10,8 +11,10 @@ digit 7 finds the regression in the watch.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 
@@ -32,7 +35,7 @@ def test_a_regression_in_late_labels_is_caught_in_the_watch_and_rolled_back(
             "   events: [promote, rollback]}\n"
         )
         # Given the classbad canary, whose digit-7 labels (and the baseline's) are held back for now
-        sc = Scenario("digits", "classbad")
+        sc = Scenario("digits", "classbad", rate=120.0)
         sc.prepare(stack, namespace)
         assert sc.driver is not None
         sc.driver.hold_classes = frozenset({7})
@@ -40,12 +43,18 @@ def test_a_regression_in_late_labels_is_caught_in_the_watch_and_rolled_back(
         sc.driver.start()
         try:
             stack.start_operator([namespace], extra_env={"LOSSGATE_NOTIFICATIONS_FILE": str(sinks)})
-            # And a rollout with per-class checks and a 5% holdback watched for 10 minutes
+            # And a rollout with per-class checks and a 5% holdback watched for 10 minutes, one step
+            # at 10% before the promotion. The digit-7 judge's power in the watch is set by the
+            # baseline's held digit-7 labels (in the watch the baseline serves 5%): 300 canary samples
+            # at 10% hold back about 450 of them, enough to find the regression while they arrive
+            # (p about 2e-4 to 4e-4 against the class's alpha 9e-4); 200 left it near alpha.
             manifest = sc.manifest(
                 stack.prom.url,
-                stepDefaults={"minSamples": 150, "minDuration": "6s"},
+                steps=[{"weight": 10}, {"weight": 100}],
+                stepDefaults={"minSamples": 300, "minDuration": "6s"},
                 postPromotion={"holdbackWeight": 5, "window": "10m"},
             )
+            manifest["spec"]["analysis"]["loss"]["minSamplesBeforePromotion"] = 300
             manifest["spec"]["analysis"]["loss"]["perClass"] = PER_CLASS
             stack.apply_rollout(namespace, manifest)
             # When the ramp sees no regression (digit 7 has no labels yet)
@@ -69,8 +78,9 @@ def test_a_regression_in_late_labels_is_caught_in_the_watch_and_rolled_back(
                 "the judge past the watch's first interval",
                 stack.operator,
             )
-            assert sc.driver.release_held() >= 40
-            got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=180)
+            # (spread over 8 s, four intervals: each gets both arms' share of the backlog)
+            assert sc.driver.release_held(spread_s=8.0) >= 40
+            got = _wait_terminal(stack, namespace, 180)
             trail = history(stack, namespace)
             print(trail)
             # Then the watch finds the regression and rolls back to the baseline
@@ -109,3 +119,24 @@ def _judged_through(stack: Stack, namespace: str) -> int:
     """Where the judge's running state ends (unix ms): the intervals it has folded so far."""
     state = (stack.rollout(namespace, "digits").get("status") or {}).get("judgeState") or {}
     return int(state.get("throughMs") or 0)
+
+
+def _wait_terminal(stack: Stack, namespace: str, timeout: float) -> dict[str, Any]:
+    """wait_phase to a terminal phase, printing the digit-7 check as it changes (shown with the
+    failure if it times out: a check stuck near alpha says the baseline's backlog was too small)."""
+    seen: list[str] = []
+
+    def done() -> bool:
+        status = stack.rollout(namespace, "digits").get("status") or {}
+        seven = [c for c in status.get("checks", []) if c["name"] == "7"]
+        line = f"{status.get('phase')} 7={seven}"
+        if not seen or seen[-1] != line:
+            seen.append(line)
+            print(time.strftime("%H:%M:%S"), line)
+        return status.get("phase") in TERMINAL
+
+    try:
+        wait_until(done, timeout, "a terminal phase", stack.operator, interval=1.0)
+    except TimeoutError as e:
+        raise AssertionError("\n".join(seen[-5:])) from e
+    return stack.rollout(namespace, "digits")

@@ -167,11 +167,19 @@ class TrafficDriver:
             if self.labels_url is None:  # without a joiner each server holds its own pending prediction
                 self._pending.append((now + delay, target, pid, label))
 
-    def release_held(self) -> int:
-        """Deliver the held labels from now on (and hold no more); how many were held."""
+    def release_held(self, spread_s: float = 0.0) -> int:
+        """Deliver the held labels from now on (and hold no more); how many were held. With spread_s,
+        each is due at a uniform time in the next spread_s seconds instead of at once, so that every
+        analysis interval of that span gets its share of both arms' backlog (released at once, one
+        arm's backlog can fall in an interval the other's misses: the servers are scraped apart)."""
         with self._lock:
             self.hold_classes = frozenset()
             released, self._held = self._held, []
+            now = time.monotonic()
+            if spread_s > 0:
+                rng = np.random.default_rng(self.seed + 1)  # the driver's thread owns self._rng
+                dues = now + rng.uniform(0.0, spread_s, len(released))
+                released = [(float(d), *item[1:]) for d, item in zip(dues, released, strict=True)]
             self._pending.extend(released)
         return len(released)
 
