@@ -36,6 +36,7 @@ USER 10001:10001
 WORKDIR /tmp
 # kopf's liveness endpoint (the chart's probe) and the operator's metrics.
 EXPOSE 8080 8090
-# `lossgate operator` runs kopf (kopf.run) with lossgate's handlers; the chart passes the same flags.
-ENTRYPOINT ["lossgate", "operator"]
-CMD ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8090"]
+# `lossgate operator` runs kopf (kopf.run) with lossgate's handlers. The chart's container args
+# replace CMD and start with the same subcommand; the CLI (`lossgate get ...`) runs with other args.
+ENTRYPOINT ["lossgate"]
+CMD ["operator", "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8090"]

@@ -74,15 +74,18 @@ def test_runs_as_the_charts_non_root_user_with_the_operator_entrypoint() -> None
     assert gid.isdigit()
     pod = one(render(), "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == int(uid)
-    # The entrypoint is `lossgate operator` (kopf.run) in exec form; the default command serves liveness
+    # The entrypoint is `lossgate` in exec form; the default command is `operator` serving liveness
     (entrypoint,) = [json.loads(a) for i, a in final if i == "ENTRYPOINT"]
     (cmd,) = [json.loads(a) for i, a in final if i == "CMD"]
-    assert entrypoint == ["lossgate", "operator"]
+    assert entrypoint == ["lossgate"]
+    assert cmd[0] == "operator"
     assert "--liveness=http://0.0.0.0:8080/healthz" in cmd
     assert "--metrics-port=8090" in cmd
-    # And the chart's container args start with the same subcommand and probe the same endpoint
+    # And the chart's container args (which replace CMD) start with the same subcommand, once, and
+    # probe the same endpoint: `lossgate operator operator ...` would be refused by the CLI
     (c,) = pod["containers"]
     assert c["args"][0] == "operator"
+    assert c["args"].count("operator") == 1
     assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
     assert ("EXPOSE", "8080 8090") in final
 

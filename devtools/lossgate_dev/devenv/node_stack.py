@@ -1,0 +1,129 @@
+"""The whole node tier in one object: host network, control plane, node, Gateway API data plane and a
+Prometheus that discovers pods through the API server, as in a cluster.
+
+    python -m lossgate_dev.devenv.node_stack      # start it, print how to reach it, stop on Ctrl-C
+
+The order matters: the host-only address must exist before the API server binds it; the node needs
+the images; Traefik needs the Gateway API CRDs; Prometheus needs a ServiceAccount token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lossgate_dev.devenv.hostnet import HostNetwork
+from lossgate_dev.devenv.images import ensure_images
+from lossgate_dev.devenv.kube import ControlPlane
+from lossgate_dev.devenv.node import Node
+from lossgate_dev.devenv.prom import Prometheus
+from lossgate_dev.devenv.traefik import Traefik
+
+ROOT = Path(__file__).resolve().parents[3]
+QUICKSTART_PROMETHEUS = ROOT / "examples" / "quickstart" / "prometheus.yaml"
+SCRAPE_INTERVAL_S = 1.0
+
+
+@dataclass
+class NodeStack:
+    workdir: Path
+    net: HostNetwork = field(default_factory=HostNetwork)
+    plane: ControlPlane | None = None
+    node: Node | None = None
+    traefik: Traefik | None = None
+    prometheus: Prometheus | None = None
+    images: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, workdir: Path | None = None, progress: Callable[[str], None] = print) -> NodeStack:
+        stack = cls(Path(workdir or tempfile.mkdtemp(prefix="lossgate-node-")))
+        try:
+            stack._start(progress)
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+
+    def _start(self, progress: Callable[[str], None]) -> None:
+        self.images = ensure_images(progress=progress)
+        self.net.setup()
+        progress(f"node stack: control plane on {self.net.ip}")
+        self.plane = ControlPlane.start(self.workdir / "kube", address=self.net.ip)
+        self.node = Node.start(self.plane, self.net, self.images.values(), progress)
+        progress("node stack: Traefik (Gateway API)")
+        self.traefik = Traefik.start_for(self.plane, self.workdir / "traefik")
+        progress("node stack: Prometheus (kubernetes_sd_configs, role pod)")
+        self.prometheus = Prometheus.start(
+            self.workdir / "prometheus",
+            scrape_interval=f"{SCRAPE_INTERVAL_S:g}s",
+            host=self.net.ip,
+            extra_scrape_configs=self._pod_discovery(),
+        )
+
+    def _pod_discovery(self) -> str:
+        """The quickstart's Prometheus RBAC and scrape config, with the API server and a token of the
+        `monitoring/prometheus` ServiceAccount, as the in-cluster Prometheus would use them."""
+        assert self.plane is not None
+        docs = [d for d in yaml.safe_load_all(QUICKSTART_PROMETHEUS.read_text()) if d]
+        rbac = [d for d in docs if d["kind"] in {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}]
+        out = self.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+        if out.returncode != 0:
+            raise RuntimeError(f"applying the quickstart Prometheus RBAC failed: {out.stderr}")
+        token = self.plane.kubectl("create", "token", "prometheus", "-n", "monitoring", "--duration=24h")
+        if token.returncode != 0:
+            raise RuntimeError(f"kubectl create token failed: {token.stderr}")
+        token_file = self.workdir / "prometheus.token"
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(token.stdout.strip())
+        (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        scrape: list[dict[str, Any]] = yaml.safe_load(cm["data"]["prometheus.yml"])["scrape_configs"]
+        for job in scrape:
+            for sd in job.get("kubernetes_sd_configs", []):
+                sd["api_server"] = self.plane.server_url
+                sd["authorization"] = {"credentials_file": str(token_file)}
+                sd["tls_config"] = {"ca_file": str(self.plane.ca_cert)}
+        text = yaml.safe_dump(scrape, sort_keys=False)
+        return "".join(f"  {line}\n" for line in text.splitlines())
+
+    @property
+    def prometheus_url(self) -> str:
+        assert self.prometheus is not None
+        return self.prometheus.url
+
+    def stop(self) -> None:
+        for part in (self.prometheus, self.traefik):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.stop()
+        if self.node is not None:
+            self.node.stop()
+        if self.plane is not None:
+            self.plane.stop()
+        self.net.teardown()
+
+
+def main() -> None:
+    stack = NodeStack.start()
+    assert stack.plane is not None and stack.traefik is not None
+    print(f"kubeconfig: {stack.plane.kubeconfig}")
+    print(f"gateway:    {stack.traefik.url}")
+    print(f"prometheus: {stack.prometheus_url}")
+    print("Ctrl-C stops everything.")
+    try:
+        import signal
+
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
