@@ -118,6 +118,28 @@ def _config(archive: Path) -> dict[str, Any]:
         return blob(blob(manifest["digest"])["config"]["digest"])
 
 
+def test_inputs_key_follows_contents_not_caches(tmp_path: Path) -> None:
+    # Given a small source tree
+    pkg = tmp_path / "operator" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    key = images.inputs_key([tmp_path / "operator"], root=tmp_path)
+    # When bytecode and a cache dir appear, or a file is rewritten with the same bytes
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    (pkg / "b.pyc").write_bytes(b"\0")
+    (pkg / "a.py").write_text("x = 1\n")
+    # Then the key (and so the cached archive) stays
+    assert images.inputs_key([tmp_path / "operator"], root=tmp_path) == key
+    # And a changed byte, a new source file or another base recipe gives a new key
+    (pkg / "a.py").write_text("x = 2\n")
+    changed = images.inputs_key([tmp_path / "operator"], root=tmp_path)
+    (pkg / "c.py").write_text("")
+    added = images.inputs_key([tmp_path / "operator"], root=tmp_path)
+    other_base = images.inputs_key([tmp_path / "operator"], "another base", root=tmp_path)
+    assert len({key, changed, added, other_base}) == 4
+
+
 def test_operator_image_config_is_what_the_chart_expects(archives: dict[str, Path]) -> None:
     # Given the operator image as containerd receives it
     config = _config(archives[images.OPERATOR])["config"]

@@ -86,14 +86,15 @@ def _tree_files(path: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def inputs_key(paths: Iterable[Path], *extra: str) -> str:
-    """A hash of the files' relative paths and contents (directories walked, caches skipped)."""
+def inputs_key(paths: Iterable[Path], *extra: str, root: Path = ROOT) -> str:
+    """A hash of the files' paths (relative to `root`) and contents, directories walked, caches and
+    bytecode skipped (mtimes do not count: a touched file with the same bytes keeps its archive)."""
     h = hashlib.sha256()
     for item in extra:
         h.update(item.encode() + b"\0")
     for top in paths:
         for f in _tree_files(top):
-            h.update(str(f.relative_to(ROOT)).encode() + b"\0")
+            h.update(str(f.relative_to(root)).encode() + b"\0")
             h.update(hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()[:16]
 
@@ -262,8 +263,8 @@ def ensure_images(progress: Progress = print) -> dict[str, Path]:
                     _build_dockerfile(image, dest, log, progress)
                 progress(f"==> {image}: built in {time.monotonic() - start:.0f}s -> {dest}")
                 prefix = dest.name[: -len(f"{key}.oci.tar")]
-                for old in cache.glob(f"{prefix}*.oci.tar"):
-                    if old != dest:
+                for old in [*cache.glob(f"{prefix}*.oci.tar"), *(cache / "logs").glob(f"{prefix}*.log")]:
+                    if old not in (dest, log):
                         old.unlink()
             out[image] = dest
     return out
