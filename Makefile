@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all deps venv lock cluster-bins cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo dashboards clean
+.PHONY: all deps venv lock cluster-bins node-images cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo dashboards clean
 
 all: test
 
@@ -23,6 +23,10 @@ lock: venv
 
 cluster-bins:
 	@bash hack/k8s/build.sh
+
+## The node's images (pause, operator, demo) as OCI archives, built with mmdebstrap + buildah, cached.
+node-images: venv
+	@VENV=$(VENV) bash hack/node/images.sh
 
 ## Start the local control plane (etcd + kube-apiserver + kube-controller-manager) for manual use.
 cluster: deps venv cluster-bins
