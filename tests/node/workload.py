@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from lossgate_dev.devenv.node_stack import NodeStack
+from lossgate_dev.devenv.node_stack import GATEWAY, NodeStack
 from lossgate_dev.devenv.procs import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,6 @@ def kubectl_apply(stack: NodeStack, docs: list[dict[str, Any]]) -> None:
 def models(stack: NodeStack, ns: str, canary_variant: str) -> list[dict[str, Any]]:
     """The quickstart's two digits Deployments and Services (examples/quickstart/digits.yaml), in `ns`,
     on the locally built demo image, with the canary's variant; and its HTTPRoute on our Gateway."""
-    assert stack.traefik is not None
     docs = [d for d in yaml.safe_load_all((ROOT / "examples/quickstart/digits.yaml").read_text()) if d]
     out: list[dict[str, Any]] = []
     for d in docs:
@@ -44,9 +43,11 @@ def models(stack: NodeStack, ns: str, canary_variant: str) -> list[dict[str, Any
             (c,) = d["spec"]["template"]["spec"]["containers"]
             c["image"], c["imagePullPolicy"] = DEMO_IMAGE, "Never"
             if d["metadata"]["name"].endswith("v2"):
-                c["args"] = [a if not a.startswith("--variant=") else f"--variant={canary_variant}" for a in c["args"]]
-        if d["kind"] == "HTTPRoute":
-            d["spec"]["parentRefs"] = [stack.traefik.parent_ref()]
+                c["args"] = [
+                    a if not a.startswith("--variant=") else f"--variant={canary_variant}" for a in c["args"]
+                ]
+        if d["kind"] == "HTTPRoute":  # its parent is the quickstart's Gateway, as the stack names it
+            assert d["spec"]["parentRefs"] == [GATEWAY], d["spec"]["parentRefs"]
             d["spec"]["hostnames"] = [host(ns)]
         out.append(d)
     return out
@@ -150,7 +151,9 @@ class Sampler:
         while not self._stop.wait(self.every):
             try:
                 w = canary_weight(self.api, self.ns)
-                self.samples.append(Sample(time.monotonic(), w, served(self.urls["v2"]), served(self.urls["v1"])))
+                self.samples.append(
+                    Sample(time.monotonic(), w, served(self.urls["v2"]), served(self.urls["v1"]))
+                )
             except Exception:  # noqa: BLE001 - a missed sample only shortens an interval
                 continue
 

@@ -17,17 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import config
 
 from lossgate_dev.devenv.hostnet import HostNetwork
 from lossgate_dev.devenv.images import ensure_images
 from lossgate_dev.devenv.kube import ControlPlane
 from lossgate_dev.devenv.node import Node
 from lossgate_dev.devenv.prom import Prometheus
-from lossgate_dev.devenv.traefik import Traefik
+from lossgate_dev.devenv.thirdparty import install_crds, load_gateway_api_crds
+from lossgate_dev.devenv.traefik import Traefik, create_gateway
 
 ROOT = Path(__file__).resolve().parents[3]
 QUICKSTART_PROMETHEUS = ROOT / "examples" / "quickstart" / "prometheus.yaml"
 SCRAPE_INTERVAL_S = 1.0
+# The quickstart's Gateway (examples/quickstart/gateway.yaml): its HTTPRoutes name this parent.
+GATEWAY = {"name": "edge", "namespace": "gateways"}
 
 
 @dataclass
@@ -56,8 +60,18 @@ class NodeStack:
         progress(f"node stack: control plane on {self.net.ip}")
         self.plane = ControlPlane.start(self.workdir / "kube", address=self.net.ip)
         self.node = Node.start(self.plane, self.net, self.images.values(), progress)
-        progress("node stack: Traefik (Gateway API)")
-        self.traefik = Traefik.start_for(self.plane, self.workdir / "traefik")
+        progress("node stack: Gateway API CRDs, Traefik and the quickstart's Gateway")
+        api = config.new_client_from_config(config_file=str(self.plane.kubeconfig))
+        try:
+            install_crds(api, load_gateway_api_crds())
+            self.traefik = Traefik.start(
+                self.workdir / "traefik", self.plane.server_url, self.plane.admin_token, self.plane.ca_cert
+            )
+            out = self.plane.kubectl("create", "namespace", GATEWAY["namespace"])
+            assert out.returncode == 0, out.stderr
+            create_gateway(api, GATEWAY["namespace"], GATEWAY["name"], self.traefik.web_port, allowed_from="All")
+        finally:
+            api.close()
         progress("node stack: Prometheus (kubernetes_sd_configs, role pod)")
         self.prometheus = Prometheus.start(
             self.workdir / "prometheus",
@@ -71,7 +85,11 @@ class NodeStack:
         `monitoring/prometheus` ServiceAccount, as the in-cluster Prometheus would use them."""
         assert self.plane is not None
         docs = [d for d in yaml.safe_load_all(QUICKSTART_PROMETHEUS.read_text()) if d]
-        rbac = [d for d in docs if d["kind"] in {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}]
+        rbac = [
+            d
+            for d in docs
+            if d["kind"] in {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+        ]
         out = self.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
         if out.returncode != 0:
             raise RuntimeError(f"applying the quickstart Prometheus RBAC failed: {out.stderr}")
@@ -112,7 +130,7 @@ def main() -> None:
     stack = NodeStack.start()
     assert stack.plane is not None and stack.traefik is not None
     print(f"kubeconfig: {stack.plane.kubeconfig}")
-    print(f"gateway:    {stack.traefik.url}")
+    print(f"gateway:    {stack.traefik.web_url} (Gateway gateways/edge)")
     print(f"prometheus: {stack.prometheus_url}")
     print("Ctrl-C stops everything.")
     try:
