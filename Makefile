@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all deps venv lock cluster-bins cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo dashboards clean
+.PHONY: all deps venv lock cluster-bins traefik cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo dashboards clean
 
 all: test
 
@@ -23,6 +23,10 @@ lock: venv
 
 cluster-bins:
 	@bash hack/k8s/build.sh
+
+## Traefik (the node tier's Gateway API data plane), built from its Go module and cached by version.
+traefik:
+	@bash hack/node/traefik.sh
 
 ## Start the local control plane (etcd + kube-apiserver + kube-controller-manager) for manual use.
 cluster: deps venv cluster-bins
