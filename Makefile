@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all deps venv lock cluster-bins node-images cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo dashboards clean
+.PHONY: all deps venv lock cluster-bins node-bins node-images traefik cluster test test-fast test-training test-node lint crds bench bench-detection bench-training-hooks demo dashboards clean
 
 all: test
 
@@ -28,6 +28,13 @@ cluster-bins:
 node-images: venv
 	@VENV=$(VENV) bash hack/node/images.sh
 
+## Traefik (the node tier's Gateway API data plane), built from its Go module and cached by version.
+traefik:
+	@bash hack/node/traefik.sh
+
+## Everything the node tier (tests/node, docs/local-node.md) needs besides cluster-bins.
+node-bins: traefik node-images
+
 ## Start the local control plane (etcd + kube-apiserver + kube-controller-manager) for manual use.
 cluster: deps venv cluster-bins
 	$(PY) -m lossgate_dev.devenv.cluster
@@ -39,8 +46,12 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 ## The whole test suite, real API server and real Prometheus included.
-test: deps venv cluster-bins lint
+test: deps venv cluster-bins node-bins lint
 	$(PY) -m pytest
+
+## The node tier alone: a real node, the chart installed with Helm, traffic through Traefik.
+test-node: deps venv cluster-bins node-bins
+	$(PY) -m pytest tests/node
 
 test-fast: venv
 	$(PY) -m pytest tests/unit
