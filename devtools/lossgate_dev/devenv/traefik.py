@@ -106,6 +106,8 @@ class Traefik:
             "--api=true",
             "--api.insecure=true",  # the API on the `traefik` entrypoint, loopback only
             "--api.dashboard=false",
+            # Apply a route change at once (the default 2 s throttle would show a rollback late).
+            "--providers.providersThrottleDuration=100ms",
             "--providers.kubernetesgateway=true",
             f"--providers.kubernetesgateway.endpoint={api_server_url}",
             f"--providers.kubernetesgateway.token={token_file}",
