@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all deps venv lock cluster-bins node-bins node-images traefik cluster test test-fast test-training test-node lint crds bench bench-detection bench-training-hooks demo dashboards clean
+.PHONY: all deps venv lock cluster-bins node-bins node-images node-prometheus traefik cluster test test-fast test-training test-node lint crds bench bench-detection bench-training-hooks demo dashboards clean
 
 all: test
 
@@ -32,8 +32,12 @@ node-images: venv
 traefik:
 	@bash hack/node/traefik.sh
 
+## Prometheus with Kubernetes discovery (Debian's package has it removed), from its Go module, cached.
+node-prometheus:
+	@bash hack/node/prometheus.sh
+
 ## Everything the node tier (tests/node, docs/local-node.md) needs besides cluster-bins.
-node-bins: traefik node-images
+node-bins: traefik node-prometheus node-images
 
 ## Start the local control plane (etcd + kube-apiserver + kube-controller-manager) for manual use.
 cluster: deps venv cluster-bins

@@ -97,14 +97,15 @@ def test_helm_install_runs_the_operator_as_a_ready_non_root_pod(
     assert spec.service_account_name == RELEASE
     assert spec.security_context.run_as_non_root and spec.security_context.run_as_user == 10001
     assert c.security_context.read_only_root_filesystem is True
-    assert c.liveness_probe.http_get.path == "/healthz" and c.liveness_probe.http_get.port == 8080
+    assert c.liveness_probe.http_get.path == "/healthz" and c.liveness_probe.http_get.port == "healthz"
+    assert {p.name: p.container_port for p in c.ports}["healthz"] == 8080
     # And the process really is uid 10001 on a read-only root (asked inside the container)
     assert node_stack.plane is not None
     probe = "import os, importlib.util as u; print(os.getuid(), u.find_spec('pip')); open('/x', 'w')"
     out = node_stack.plane.kubectl("exec", "-n", RELEASE_NS, pod.metadata.name, "--", "python", "-c", probe)
     assert out.stdout.split() == ["10001", "None"]  # and no pip left in the image
     assert "Read-only file system" in out.stderr
-    assert release.status(RELEASE)["info"]["status"] == "deployed"
+    assert release.status(RELEASE)["status"] == "deployed"
 
 
 def run_rollout(
@@ -240,7 +241,7 @@ def test_helm_upgrade_then_uninstall_keeps_the_crd_and_leaves_no_orphans(
     assert pod is not None
     env = {e.name: e.value for e in pod.spec.containers[0].env}
     assert env["LOSSGATE_LOG_LEVEL"] == "DEBUG"
-    assert release.status(RELEASE)["version"] == 2
+    assert release.status(RELEASE)["revision"] == 2
     # When it is uninstalled
     release.uninstall(RELEASE, wait="watcher", timeout=120)
     # Then the CRD stays (rollouts are users' data), and nothing of the release is left

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from kubernetes import config
 
+from lossgate_dev.devenv.binaries import node_prometheus_binary
 from lossgate_dev.devenv.hostnet import HostNetwork
 from lossgate_dev.devenv.images import ensure_images
 from lossgate_dev.devenv.kube import ControlPlane
@@ -78,6 +79,7 @@ class NodeStack:
             scrape_interval=f"{SCRAPE_INTERVAL_S:g}s",
             host=self.net.ip,
             extra_scrape_configs=self._pod_discovery(),
+            binary=str(node_prometheus_binary()),
         )
 
     def _pod_discovery(self) -> str:

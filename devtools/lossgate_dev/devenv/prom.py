@@ -43,6 +43,8 @@ class Prometheus:
     server: Server | None = None
     # Where it listens: loopback, or the node tier's host-only address (pods query it there).
     host: str = "127.0.0.1"
+    # The binary: Debian's by default; the node tier's own build (it has Kubernetes discovery).
+    binary: str = ""
     _targets: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"targets": [], "honor": []})
 
     @classmethod
@@ -53,6 +55,7 @@ class Prometheus:
         port: int = 0,
         host: str = "127.0.0.1",
         extra_scrape_configs: str = "",
+        binary: str = "",
     ) -> Prometheus:
         """extra_scrape_configs: YAML list items appended under scrape_configs (indented 2)."""
         p = cls(
@@ -60,6 +63,7 @@ class Prometheus:
             scrape_interval,
             port or free_port(),
             host=host,
+            binary=binary,
         )
         (p.workdir / "sd").mkdir(parents=True, exist_ok=True)
         for job in p._targets:
@@ -84,7 +88,7 @@ class Prometheus:
         self.server = Server(
             "prometheus",
             [
-                _binary("prometheus"),
+                self.binary or _binary("prometheus"),
                 f"--config.file={self.workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address={self.host}:{self.port}",
