@@ -90,14 +90,18 @@ def test_helm_install_runs_the_operator_as_a_ready_non_root_pod(
     pod = operator_pod(node_api)
     assert pod is not None
     (cs,) = pod.status.container_statuses
-    assert cs.ready and cs.restart_count == 0 and cs.image == "lossgate.local/lossgate:dev"
+    assert cs.ready
+    assert cs.restart_count == 0
+    assert cs.image == "lossgate.local/lossgate:dev"
     # And under the chart's ServiceAccount and securityContext: non-root, read-only root, probed
     spec = pod.spec
     (c,) = spec.containers
     assert spec.service_account_name == RELEASE
-    assert spec.security_context.run_as_non_root and spec.security_context.run_as_user == 10001
+    assert spec.security_context.run_as_non_root
+    assert spec.security_context.run_as_user == 10001
     assert c.security_context.read_only_root_filesystem is True
-    assert c.liveness_probe.http_get.path == "/healthz" and c.liveness_probe.http_get.port == "healthz"
+    assert c.liveness_probe.http_get.path == "/healthz"
+    assert c.liveness_probe.http_get.port == "healthz"
     assert {p.name: p.container_port for p in c.ports}["healthz"] == 8080
     # And the process really is uid 10001 on a read-only root (asked inside the container)
     assert node_stack.plane is not None
@@ -112,8 +116,7 @@ def run_rollout(
     stack: NodeStack, api: client.ApiClient, ns: str, canary: str, steps: list[int]
 ) -> tuple[w.Sampler, GatewayDriver, dict[str, Any]]:
     urls = start_models(stack, api, ns, canary)
-    assert stack.traefik is not None
-    driver = GatewayDriver(stack.traefik.web_url, w.host(ns), urls, traffic(), rate=100.0).start()
+    driver = GatewayDriver(stack.gateway.web_url, w.host(ns), urls, traffic(), rate=100.0).start()
     sampler = w.Sampler(api, ns, urls).start()
     try:
         w.kubectl_apply(stack, [w.rollout(ns, stack.prometheus_url, steps)])
@@ -171,7 +174,8 @@ def test_bad_canary_is_rolled_back_and_gets_no_traffic_after_two_scrape_interval
         if prev.weight > 0 and s.weight == 0
     )
     after = [s for s in sampler.samples if s.t >= t0 + 2 * SCRAPE_INTERVAL_S]
-    assert len(after) >= 4 and after[-1].t - after[0].t >= 2.0
+    assert len(after) >= 4
+    assert after[-1].t - after[0].t >= 2.0
     assert after[-1].canary == after[0].canary, (after[0], after[-1])
     assert after[-1].baseline > after[0].baseline  # traffic kept flowing, all to the baseline
 
@@ -181,8 +185,7 @@ def test_operator_pod_deleted_mid_rollout_resumes_at_the_same_step(
 ) -> None:
     # Given a good canary rollout on its second step (weight 50)
     urls = start_models(node_stack, node_api, node_ns, "good")
-    assert node_stack.traefik is not None
-    driver = GatewayDriver(node_stack.traefik.web_url, w.host(node_ns), urls, traffic(), rate=100.0).start()
+    driver = GatewayDriver(node_stack.gateway.web_url, w.host(node_ns), urls, traffic(), rate=100.0).start()
     sampler = w.Sampler(node_api, node_ns, urls).start()
     try:
         w.kubectl_apply(node_stack, [w.rollout(node_ns, node_stack.prometheus_url, [20, 50, 100])])

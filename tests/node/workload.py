@@ -3,6 +3,7 @@ Traefik Gateway, the ModelRollout, and a sampler of route weights and server-sid
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -149,13 +150,12 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            try:
+            # A failed read (an API or server hiccup) only skips a sample: the interval gets longer.
+            with contextlib.suppress(Exception):
                 w = canary_weight(self.api, self.ns)
                 self.samples.append(
                     Sample(time.monotonic(), w, served(self.urls["v2"]), served(self.urls["v1"]))
                 )
-            except Exception:  # noqa: BLE001 - a missed sample only shortens an interval
-                continue
 
     def shares(self, settle_s: float) -> dict[int, tuple[float, float]]:
         """weight -> (canary requests, all requests) over intervals that start at least `settle_s`

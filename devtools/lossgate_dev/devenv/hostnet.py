@@ -1,9 +1,9 @@
-"""The node tier's host-only network: a port-less bridge holding the node's address, and the kernel settings
-a Kubernetes node needs (IP forwarding, bridged traffic through iptables).
+"""The node tier's host-only network: a port-less bridge holding the node's address, and the kernel
+settings a Kubernetes node needs (IP forwarding, bridged traffic through iptables).
 
 Pods cannot reach the host's loopback, so the servers they talk to (the node tier's kube-apiserver,
-Prometheus) listen on this address instead. It lives on a bridge with no ports (this kernel has no dummy links) and no route from outside the
-machine, so nothing beyond this host can reach it either.
+Prometheus) listen on this address instead. It lives on a bridge with no ports (this kernel has no
+dummy links) and no route from outside the machine, so nothing beyond this host can reach it.
 """
 
 from __future__ import annotations

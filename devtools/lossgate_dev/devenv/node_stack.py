@@ -62,15 +62,18 @@ class NodeStack:
         self.plane = ControlPlane.start(self.workdir / "kube", address=self.net.ip)
         self.node = Node.start(self.plane, self.net, self.images.values(), progress)
         progress("node stack: Gateway API CRDs, Traefik and the quickstart's Gateway")
-        api = config.new_client_from_config(config_file=str(self.plane.kubeconfig))
+        api = config.new_client_from_config(config_file=str(self.plane.kubeconfig))  # type: ignore[no-untyped-call]
         try:
             install_crds(api, load_gateway_api_crds())
             self.traefik = Traefik.start(
                 self.workdir / "traefik", self.plane.server_url, self.plane.admin_token, self.plane.ca_cert
             )
             out = self.plane.kubectl("create", "namespace", GATEWAY["namespace"])
-            assert out.returncode == 0, out.stderr
-            create_gateway(api, GATEWAY["namespace"], GATEWAY["name"], self.traefik.web_port, allowed_from="All")
+            if out.returncode != 0:
+                raise RuntimeError(f"kubectl create namespace {GATEWAY['namespace']}: {out.stderr}")
+            create_gateway(
+                api, GATEWAY["namespace"], GATEWAY["name"], self.traefik.web_port, allowed_from="All"
+            )
         finally:
             api.close()
         progress("node stack: Prometheus (kubernetes_sd_configs, role pod)")
@@ -85,17 +88,17 @@ class NodeStack:
     def _pod_discovery(self) -> str:
         """The quickstart's Prometheus RBAC and scrape config, with the API server and a token of the
         `monitoring/prometheus` ServiceAccount, as the in-cluster Prometheus would use them."""
-        assert self.plane is not None
+        plane = self.control_plane
         docs = [d for d in yaml.safe_load_all(QUICKSTART_PROMETHEUS.read_text()) if d]
         rbac = [
             d
             for d in docs
             if d["kind"] in {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
         ]
-        out = self.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+        out = plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
         if out.returncode != 0:
             raise RuntimeError(f"applying the quickstart Prometheus RBAC failed: {out.stderr}")
-        token = self.plane.kubectl("create", "token", "prometheus", "-n", "monitoring", "--duration=24h")
+        token = plane.kubectl("create", "token", "prometheus", "-n", "monitoring", "--duration=24h")
         if token.returncode != 0:
             raise RuntimeError(f"kubectl create token failed: {token.stderr}")
         token_file = self.workdir / "prometheus.token"
@@ -105,15 +108,28 @@ class NodeStack:
         scrape: list[dict[str, Any]] = yaml.safe_load(cm["data"]["prometheus.yml"])["scrape_configs"]
         for job in scrape:
             for sd in job.get("kubernetes_sd_configs", []):
-                sd["api_server"] = self.plane.server_url
+                sd["api_server"] = plane.server_url
                 sd["authorization"] = {"credentials_file": str(token_file)}
-                sd["tls_config"] = {"ca_file": str(self.plane.ca_cert)}
+                sd["tls_config"] = {"ca_file": str(plane.ca_cert)}
         text = yaml.safe_dump(scrape, sort_keys=False)
         return "".join(f"  {line}\n" for line in text.splitlines())
 
     @property
+    def control_plane(self) -> ControlPlane:
+        if self.plane is None:
+            raise RuntimeError("the node stack's control plane is not running")
+        return self.plane
+
+    @property
+    def gateway(self) -> Traefik:
+        if self.traefik is None:
+            raise RuntimeError("the node stack's gateway is not running")
+        return self.traefik
+
+    @property
     def prometheus_url(self) -> str:
-        assert self.prometheus is not None
+        if self.prometheus is None:
+            raise RuntimeError("the node stack's Prometheus is not running")
         return self.prometheus.url
 
     def stop(self) -> None:
@@ -130,9 +146,8 @@ class NodeStack:
 
 def main() -> None:
     stack = NodeStack.start()
-    assert stack.plane is not None and stack.traefik is not None
-    print(f"kubeconfig: {stack.plane.kubeconfig}")
-    print(f"gateway:    {stack.traefik.web_url} (Gateway gateways/edge)")
+    print(f"kubeconfig: {stack.control_plane.kubeconfig}")
+    print(f"gateway:    {stack.gateway.web_url} (Gateway gateways/edge)")
     print(f"prometheus: {stack.prometheus_url}")
     print("Ctrl-C stops everything.")
     try:
