@@ -36,8 +36,10 @@ traefik:
 node-prometheus:
 	@bash hack/node/prometheus.sh
 
-## Everything the node tier (tests/node, docs/local-node.md) needs besides cluster-bins.
-node-bins: traefik node-prometheus node-images
+## Everything the node tier (tests/node, docs/local-node.md) needs besides cluster-bins: Traefik,
+## Prometheus with Kubernetes discovery and the images, built side by side (hack/node/build-all.sh).
+node-bins: venv
+	@VENV=$(VENV) bash hack/node/build-all.sh
 
 ## Start the local control plane (etcd + kube-apiserver + kube-controller-manager) for manual use.
 cluster: deps venv cluster-bins

@@ -9,6 +9,7 @@ the release is the fixture's state, as on a user's cluster.
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from tests.helm.chart import CHART
 from tests.node import workload as w
 
 RELEASE, RELEASE_NS = "lossgate", "lossgate-system"
+REFUSALS = re.compile(r"forbidden|\b403\b|not enough permissions|unauthorized", re.IGNORECASE)
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 VALUES: dict[str, Any] = {
     "image": {"repository": "lossgate.local/lossgate", "tag": "dev", "pullPolicy": "Never"},
@@ -178,6 +180,17 @@ def test_bad_canary_is_rolled_back_and_gets_no_traffic_after_two_scrape_interval
     assert after[-1].t - after[0].t >= 2.0
     assert after[-1].canary == after[0].canary, (after[0], after[-1])
     assert after[-1].baseline > after[0].baseline  # traffic kept flowing, all to the baseline
+    # And the route is back to 100/0 with the Warning posted, by the operator pod running with the
+    # chart's default values (cluster-wide, no Secret access) and its ServiceAccount token only
+    assert w.canary_weight(node_api, node_ns) == 0
+    events = client.CoreV1Api(node_api).list_namespaced_event(node_ns).items
+    assert [e.type for e in events if e.reason == "LossRegression"] == ["Warning"]
+    # And it met no refusal from the API server (its log, read through the kubelet)
+    pod = operator_pod(node_api)
+    assert pod is not None
+    log = client.CoreV1Api(node_api).read_namespaced_pod_log(pod.metadata.name, RELEASE_NS)
+    refused = [x for x in log.splitlines() if REFUSALS.search(x)]
+    assert refused == [], "\n".join(refused[:20])
 
 
 def test_operator_pod_deleted_mid_rollout_resumes_at_the_same_step(
