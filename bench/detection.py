@@ -332,7 +332,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from an existing detection.json")
     ap.add_argument("--guardrails", action="store_true", help="only the guardrail and per-class scenarios")
     ap.add_argument("--paired", action="store_true", help="only paired (shadow) against unpaired detection")
+    ap.add_argument("--brier", action="store_true", help="only the Brier (calibration) gate's scenarios")
+    ap.add_argument("--tokens", action="store_true", help="only the language-model loss-per-token scenarios")
     args = ap.parse_args(argv)
+    if args.brier:
+        import _calibration
+
+        return _calibration.main(
+            min(args.reps, 2000), min(args.null_reps, 2000), args.seed, args.out, args.quick
+        )
+    if args.tokens:
+        import _token_loss
+
+        return _token_loss.main(
+            min(args.reps, 400), min(args.null_reps, 2000), args.seed, args.out, args.quick
+        )
     if args.paired:
         import _paired
 

@@ -1,6 +1,7 @@
 -- Argo CD health check for lossgate.io/ModelRollout (install it with argocd-cm.yaml next to this file).
 -- A status the operator has not caught up with yet (observedGeneration behind metadata.generation)
--- is Progressing whatever its phase says; then: Promoted -> Healthy, Paused -> Suspended,
+-- is Progressing whatever its phase says; then: Promoted -> Healthy, Watching (promoted, in the
+-- post-promotion watch: the promoted model serves) -> Healthy, Paused -> Suspended,
 -- RolledBack or Failed -> Degraded, anything else (Pending, Progressing, no status) -> Progressing.
 -- The message is status.message: the operator's one line with the step and the numbers.
 local hs = {}
@@ -17,7 +18,7 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
   return hs
 end
 local phase = status.phase
-if phase == "Promoted" then
+if phase == "Promoted" or phase == "Watching" then
   hs.status = "Healthy"
 elseif phase == "Paused" then
   hs.status = "Suspended"

@@ -43,3 +43,36 @@ def le_label(bound: float) -> str:
 
 # The `le` of the catastrophic-loss bucket, as the exporter writes it ("4.6").
 CATASTROPHIC_LE = le_label(CATASTROPHIC_LOSS_NATS)
+
+# Reliability counters (docs/metrics.md, "Calibration"): the top-class probability (confidence) of
+# each labelled prediction falls in one of CALIBRATION_BINS equal-width bins, bin i = [i/B, (i+1)/B)
+# and a confidence of exactly 1 in the last. 15 bins is the common choice for ECE (Guo et al. 2017)
+# and torchmetrics' default; fixed here so that exporters, the operator and the tests agree.
+CALIBRATION_BINS = 15
+# Counters per (model, version[, class], bin): <metric>_count_total, _confidence_total (sum of the
+# confidence), _correct_total (top class == label) and _brier_total (sum of the Brier score), and
+# <metric>_created.
+CALIBRATION_METRIC = "model_prediction_calibration"
+# The Brier score of a predicted distribution, sum_k (p_k - 1[k = label])^2, lies in [0, 2].
+BRIER_MAX = 2.0
+
+
+def calibration_bin(confidence: float) -> int:
+    """The bin of a top-class probability in [0, 1] (out-of-range values go to the nearest end)."""
+    return min(max(int(confidence * CALIBRATION_BINS), 0), CALIBRATION_BINS - 1)
+
+
+# A language model's token-level loss counters (docs/metrics.md, "Token loss"): per (model, version),
+# with S the summed token NLL of one request's reference continuation and T its tokens,
+# <base>_requests_total (n), <base>_nats_total (sum S), <base>_tokens_total (sum T),
+# <base>_nats_squared_total (sum S^2), <base>_tokens_squared_total (sum T^2) and
+# <base>_nats_tokens_total (sum S T): what the delta-method judge of the loss per token needs.
+DEFAULT_TOKEN_METRIC = "model_token_nll"  # noqa: S105 (a metric name, not a secret)
+TOKEN_COUNTER_SUFFIXES = (
+    "requests_total",
+    "nats_total",
+    "tokens_total",
+    "nats_squared_total",
+    "tokens_squared_total",
+    "nats_tokens_total",
+)

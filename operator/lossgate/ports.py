@@ -11,12 +11,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from lossgate.conventions import CATASTROPHIC_LE, DEFAULT_LOSS_METRIC
+from lossgate.conventions import (
+    CALIBRATION_METRIC,
+    CATASTROPHIC_LE,
+    DEFAULT_LOSS_METRIC,
+    DEFAULT_TOKEN_METRIC,
+)
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.notify import Envelope
 from lossgate.core.paired import PairedStats
+from lossgate.core.token_fold import TokenInterval
 
 
 class MetricsErrorKind(StrEnum):
@@ -146,6 +153,46 @@ class PairedSource(Protocol):
     def paired_intervals(
         self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
     ) -> list[PairedStats] | Problem: ...
+
+
+@dataclass(frozen=True)
+class CalibrationSeriesRef:
+    """Which reliability counters to read for one rollout (spec.analysis.calibration)."""
+
+    namespace: str
+    model: str
+    baseline_version: str
+    canary_version: str
+    metric: str = CALIBRATION_METRIC
+
+
+@runtime_checkable
+class CalibrationSource(Protocol):
+    """Both arms' reliability counters per confidence bin (docs/metrics.md, "Calibration")."""
+
+    def calibration_intervals(
+        self, ref: CalibrationSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CalibrationInterval] | Problem: ...
+
+
+@dataclass(frozen=True)
+class TokenSeriesRef:
+    """A language model's token counters (spec.analysis.tokenLoss): <metric>_requests_total, ..."""
+
+    namespace: str
+    model: str
+    baseline_version: str
+    canary_version: str
+    metric: str = DEFAULT_TOKEN_METRIC
+
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """Per interval and arm, the six token counters (lossgate.instrument.tokens)."""
+
+    def token_intervals(
+        self, ref: TokenSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[TokenInterval] | Problem: ...
 
 
 class Clock(Protocol):

@@ -38,6 +38,8 @@ def rollout(generation: int, status: dict[str, Any] | None) -> dict[str, Any]:
 MSG = "step 2/4: canary loss 0.412 vs 0.409 (+0.003, 95% CS [-0.004, 0.010]), 6120/8000 samples"
 CASES = {
     "Promoted": ("Healthy", "promoted v42 at 100%"),
+    # the post-promotion watch: promoted, the baseline holding 5% while late labels arrive
+    "Watching": ("Healthy", "watching after the promotion (baseline holdback 5%; ...), until ..."),
     "Paused": ("Suspended", "paused at step 2/4"),
     "RolledBack": ("Degraded", "rolled back v42 to 0%: loss regression +0.021 (95% CS [0.012, 0.030])"),
     "Failed": ("Degraded", "training run fraud-scorer-train-v42: 3 non-finite steps"),

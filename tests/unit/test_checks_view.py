@@ -76,3 +76,25 @@ def test_request_metrics_count_codes_and_time_requests() -> None:
     assert value("http_requests_total", code="503") == 1
     assert value("http_request_duration_seconds_count") == 3
     assert value("http_request_duration_seconds_bucket", le="0.05") == 3
+
+
+def test_the_loss_per_token_shows_perplexities() -> None:
+    # Given a status with the token-loss check: 2.3026 and 2.3226 nats per token
+    check = CheckStatus(
+        name="tokenLoss", kind="tokenLoss", verdict="Undecided", n_baseline=900, n_canary=300,
+        mean_baseline=2.302585, mean_canary=2.322585, delta=0.02, cs_low=-0.1, cs_high=0.2, margin=0.01,
+    )  # fmt: skip
+    obj = {
+        "metadata": {"namespace": "ml", "name": "m"},
+        "spec": {"model": "m", "steps": [{"weight": 10}, {"weight": 100}]},
+        "status": ModelRolloutStatus(phase=Phase.PROGRESSING, checks=[check]).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        ),
+    }
+    # When the detail view is rendered
+    console = Console(width=240, record=True)
+    console.print(detail(obj, datetime(2026, 1, 1, tzinfo=UTC)))
+    row = next(line for line in console.export_text().splitlines() if line.startswith("tokenLoss"))
+    # Then each arm's mean NLL per token comes with its perplexity, exp of it
+    assert "(ppl 10)" in row
+    assert "(ppl 10.2)" in row

@@ -63,6 +63,7 @@ class Ledger:
         self.served: dict[str, tuple[float, list[float]]] = {}
         self.labelled: dict[str, float] = {}
         self.expired: set[str] = set()
+        self.calibration: dict[str, tuple[int, float, int, float]] = {}  # bin, confidence, correct, Brier
 
     def predict(self, pid: str, served_at: float, probs: list[float], now: float) -> None:
         if pid not in self.served and served_at + TTL > now:
@@ -70,7 +71,11 @@ class Ledger:
 
     def label(self, pid: str, y: int) -> None:
         if pid in self.served and pid not in self.labelled and pid not in self.expired:
-            self.labelled[pid] = cross_entropy(y, probabilities=self.served[pid][1])
+            probs = self.served[pid][1]
+            self.labelled[pid] = cross_entropy(y, probabilities=probs)
+            top = max(range(len(probs)), key=lambda k: probs[k])
+            brier = sum((p - (1.0 if k == y else 0.0)) ** 2 for k, p in enumerate(probs))
+            self.calibration[pid] = (min(int(probs[top] * 15), 14), probs[top], int(top == y), brier)
 
     def expire(self, now: float) -> None:
         for pid, (served_at, _) in self.served.items():
@@ -123,6 +128,13 @@ def check_against_ledger(open_store: Callable[[], Store], ops: list[tuple[str, i
     assert s.pending == store.pending() == len(ledger.served) - len(ledger.labelled) - len(ledger.expired)
     assert math.isclose(s.sum, math.fsum(ledger.labelled.values()), rel_tol=1e-12, abs_tol=1e-12)
     assert sum(s.buckets) == s.count
+    # And the reliability counters per confidence bin equal the ledger's, bin by bin
+    for b in range(15):
+        rows = [c for c in ledger.calibration.values() if c[0] == b]
+        assert s.cal_count[b] == len(rows)
+        assert s.cal_correct[b] == sum(r[2] for r in rows)
+        assert math.isclose(s.cal_confidence[b], math.fsum(r[1] for r in rows), rel_tol=1e-12, abs_tol=1e-12)
+        assert math.isclose(s.cal_brier[b], math.fsum(r[3] for r in rows), rel_tol=1e-12, abs_tol=1e-12)
     store.close()
 
 

@@ -73,12 +73,18 @@ class TrafficDriver:
     mirrored: Counter[str] = field(default_factory=Counter)  # copies sent (not counted in `sent`)
     labels_url: str | None = None  # a lossgate joiner: labels go there instead of the model servers
     send_class: bool = False  # send each request's digit as its `class` slice (the per-class scenario)
+    # Labels of these digits are held back until release_held(): a label backlog that clears late
+    # (e.g. after the promotion), for the post-promotion watch's test.
+    hold_classes: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"driver-{self.route}", daemon=True)
         self._rng = np.random.default_rng(self.seed)
         self._pending: deque[tuple[float, str, str, int]] = deque()  # (due, backend, id, label)
+        self._held: list[tuple[float, str, str, int]] = []
+        self._lock = threading.Lock()  # release_held() runs on the caller's thread
+        self.held = 0  # labels held back so far (hold_classes)
 
     def start(self) -> TrafficDriver:
         self._thread.start()
@@ -145,7 +151,12 @@ class TrafficDriver:
         self.sent[backend] += 1
         delay = float(self._rng.exponential(self.label_delay_s))
         label = int(self.traffic.labels[row])
-        self._pending.append((now + delay, backend, pid, label))
+        with self._lock:
+            if label in self.hold_classes:
+                self._held.append((now + delay, backend, pid, label))
+                self.held += 1
+            else:
+                self._pending.append((now + delay, backend, pid, label))
         target = self._mirror_target(backend)
         if target is not None:
             try:
@@ -157,6 +168,14 @@ class TrafficDriver:
             if self.labels_url is None:  # without a joiner each server holds its own pending prediction
                 self._pending.append((now + delay, target, pid, label))
 
+    def release_held(self) -> int:
+        """Deliver the held labels from now on (and hold no more); how many were held."""
+        with self._lock:
+            self.hold_classes = frozenset()
+            released, self._held = self._held, []
+            self._pending.extend(released)
+        return len(released)
+
     def _mirror_target(self, backend: str) -> str | None:
         if self.mirror is None or self.mirror[0] == backend:
             return None
@@ -166,13 +185,14 @@ class TrafficDriver:
     def _deliver_labels(self, conns: dict[str, _Backend], now: float) -> None:
         batches: dict[str, list[dict[str, object]]] = {}
         keep: deque[tuple[float, str, str, int]] = deque()
-        while self._pending:
-            item = self._pending.popleft()
-            if item[0] <= now:
-                batches.setdefault(item[1], []).append({"id": item[2], "label": item[3]})
-            else:
-                keep.append(item)
-        self._pending = keep
+        with self._lock:
+            while self._pending:
+                item = self._pending.popleft()
+                if item[0] <= now:
+                    batches.setdefault(item[1], []).append({"id": item[2], "label": item[3]})
+                else:
+                    keep.append(item)
+            self._pending = keep
         joiner = JoinerClient(self.labels_url, retries=1) if self.labels_url else None
         for backend, batch in batches.items():
             try:

@@ -79,6 +79,8 @@ class Scenario:
                 },
                 "gradientHealth": {"warmupSteps": 50},
                 "onMetricsUnavailable": {"action": "Hold", "after": "60s"},
+                # Report both arms' ECE, MCE and Brier score (status.calibration); no gate.
+                "calibration": {},
             },
         }
         if self.canary_variant == "slow":

@@ -5,17 +5,26 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lossgate.adapters.routers import GatewayRouteRef, IstioRouteRef, ReplicaRef, RouteRef
-from lossgate.conventions import le_label
+from lossgate.conventions import BRIER_MAX, le_label
 from lossgate.core.bounded_diff import DiffNull
 from lossgate.core.checks import ClassChecks, GuardrailCheck
 from lossgate.core.family import split_alpha
 from lossgate.core.guardrail import CheckConfig
 from lossgate.core.health import HealthConfig
 from lossgate.core.judge import JudgeConfig
+from lossgate.core.token_fold import TokenConfig
+from lossgate.core.token_loss import TokenNull
 from lossgate.instrument.buckets import LOSS_BUCKETS
 from lossgate.model import ModelRolloutSpec
+from lossgate.model.calibration import BRIER_CHECK
 from lossgate.model.guardrails import DEFAULT_REQUESTS_METRIC
-from lossgate.ports import CanaryPodsRef, GuardrailSeriesRef, LossSeriesRef
+from lossgate.ports import (
+    CalibrationSeriesRef,
+    CanaryPodsRef,
+    GuardrailSeriesRef,
+    LossSeriesRef,
+    TokenSeriesRef,
+)
 
 
 class SpecProblem(ValueError):
@@ -101,7 +110,56 @@ def guardrail_checks(spec: ModelRolloutSpec) -> list[GuardrailCheck]:
         )
         config = CheckConfig(g.name, null, alpha_rollback=alpha, alpha_promote=loss.alpha_promote)
         out.append(GuardrailCheck("errorRate" if g.error_rate is not None else "latency", config))
-    return out
+    gate = calibration_gate(spec)
+    return [*out, gate] if gate is not None else out
+
+
+def calibration_gate(spec: ModelRolloutSpec) -> GuardrailCheck | None:
+    """The Brier gate of spec.analysis.calibration: the guardrails' bounded test on the mean per-request
+    Brier score (in [0, 2]), at its share of alphaRollback; None when not gated."""
+    cal = spec.analysis.calibration
+    if cal is None or cal.margin is None:
+        return None
+    loss = spec.analysis.loss
+    null = DiffNull.absolute(cal.margin, BRIER_MAX)
+    config = CheckConfig(
+        BRIER_CHECK,
+        null,
+        alpha_rollback=split_alpha(loss.alpha_rollback, spec.family_checks),
+        alpha_promote=loss.alpha_promote,
+    )
+    return GuardrailCheck("calibration", config)
+
+
+def calibration_ref(namespace: str, spec: ModelRolloutSpec) -> CalibrationSeriesRef | None:
+    """The reliability counters to read, when spec.analysis.calibration is set."""
+    cal = spec.analysis.calibration
+    if cal is None:
+        return None
+    return CalibrationSeriesRef(namespace, spec.model, spec.baseline.version, spec.canary.version, cal.metric)
+
+
+def token_config(spec: ModelRolloutSpec) -> TokenConfig | None:
+    """The loss-per-token check (spec.analysis.tokenLoss) at its share of alphaRollback, or None."""
+    tl = spec.analysis.token_loss
+    if tl is None:
+        return None
+    loss = spec.analysis.loss
+    null = TokenNull(tl.margin, max_tokens=float(tl.max_tokens_per_request), warmup=float(tl.warmup_requests))
+    return TokenConfig(
+        null,
+        alpha_rollback=split_alpha(loss.alpha_rollback, spec.family_checks),
+        alpha_promote=loss.alpha_promote,
+        min_requests_before_rollback=float(tl.min_requests_before_rollback),
+        min_requests_before_promote=float(tl.min_requests_before_promotion),
+    )
+
+
+def token_ref(namespace: str, spec: ModelRolloutSpec) -> TokenSeriesRef | None:
+    tl = spec.analysis.token_loss
+    if tl is None:
+        return None
+    return TokenSeriesRef(namespace, spec.model, spec.baseline.version, spec.canary.version, tl.metric)
 
 
 def class_checks(spec: ModelRolloutSpec) -> ClassChecks | None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from lossgate.cli.kubeconn import CliError, Rollouts
+from lossgate.cli.reliability_plot import draw_reliability, reliability_path
 from lossgate.cli.trail import Look, first_decision, iso, trail
 from lossgate.core.evidence import Problem
 from lossgate.core.judge import MAX_LOSS_NATS
@@ -209,4 +210,9 @@ def run_plot(
     draw(looks, out_path, title=title, decision=decision, weights=weights)
     when = f", first decision {decision.verdict} at {iso(decision.time)}" if decision else ""
     out.write(f"plot written to {out_path} (from {source}{when})\n")
+    cal = status.calibration
+    if cal is not None and (cal.baseline.n > 0 or cal.canary.n > 0):
+        path = reliability_path(out_path)
+        draw_reliability(cal, path, title=f"{namespace}/{name}: reliability of both arms")
+        out.write(f"reliability diagram written to {path} (status.calibration)\n")
     return 0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ PHASE_STYLE = {
     "Pending": "yellow",
     "Progressing": "cyan",
     "Paused": "magenta",
+    "Watching": "green",  # promoted, in the post-promotion watch
     "Promoted": "bold green",
     "RolledBack": "bold red",
     "Failed": "bold red",
@@ -145,6 +147,7 @@ def detail(obj: dict[str, Any], now: datetime | None = None) -> RenderableType:
                                f"{count(p.get('n'))} pairs")  # fmt: skip
         head.add_row("Paired-p", f"regression {pval(p.get('pRegression'))} (alpha {num(p.get('alpha'))})   "
                                  f"not worse {pval(p.get('pNotWorse'))}")  # fmt: skip
+    _calibration_row(head, st.get("calibration") or {})
     if th:
         line = (f"{th.get('verdict', '-')}  non-finite steps {th.get('nonFiniteSteps', 0)}, "
                 f"grad-norm spikes {th.get('gradNormSpikes', 0)}, rank divergence "
@@ -205,11 +208,33 @@ def checks_table(checks: list[dict[str, Any]]) -> Table | None:
         t.add_row(
             str(c.get("name", "")), str(c.get("kind", "")),
             f"{count(c.get('nBaseline'))}/{count(c.get('nCanary'))}",
-            num(c.get("meanBaseline")), num(c.get("meanCanary")), signed(c.get("delta")), cs(c),
+            _mean(c, "meanBaseline"), _mean(c, "meanCanary"), signed(c.get("delta")), cs(c),
             num(c.get("margin")), pval(c.get("pRegression")), pval(c.get("pNotWorse")),
             num(c.get("alpha"), 5), shown, style=None if judged else "dim",
         )  # fmt: skip
     return t
+
+
+def _calibration_row(head: Table, cal: dict[str, Any]) -> None:
+    """Both arms' ECE, MCE and mean Brier score (status.calibration), when reported."""
+
+    def arm(a: dict[str, Any]) -> str:
+        ece, mce, brier = num(a.get("ece")), num(a.get("mce")), num(a.get("brier"))
+        acc, conf = num(a.get("accuracy"), 3), num(a.get("confidence"), 3)
+        return f"ECE {ece} MCE {mce} Brier {brier} acc {acc} conf {conf} (n {count(a.get('n'))})"
+
+    if cal:
+        b, c = cal.get("baseline") or {}, cal.get("canary") or {}
+        line = f"baseline {arm(b)}   canary {arm(c)}   ({cal.get('bins', '-')} bins)"
+        head.add_row("Calibration", Text(line, overflow="fold"))
+
+
+def _mean(c: dict[str, Any], key: str) -> str:
+    """An arm's mean; for the loss per token (nats) also its perplexity, exp of it."""
+    x = c.get(key)
+    if c.get("kind") == "tokenLoss" and isinstance(x, int | float) and 0 <= x < 50:
+        return f"{num(x)} (ppl {math.exp(x):.4g})"
+    return num(x)
 
 
 def fingerprint(obj: dict[str, Any]) -> tuple[str, str]:

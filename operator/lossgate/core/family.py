@@ -1,6 +1,8 @@
 """The family of checks one rollout runs, and its error rate (docs/judge.md, "Guardrails").
 
-Checks: the pooled loss judge, each guardrail, and one slot per class the per-class judge may judge.
+Checks: the pooled loss judge, each guardrail, one slot per class the per-class judge may judge, the
+Brier gate (spec.analysis.calibration.gate, core/calibration.py) and a language model's loss per
+token (spec.analysis.tokenLoss, core/token_fold.py) when configured.
 A false rollback happens when any check's regression test rejects a true null; with m checks each at
 alpha_rollback / m, the union bound (Bonferroni) keeps the family's chance of that at most
 alpha_rollback. Each check's p-value is always valid (valid at any stopping time, however often it is
@@ -22,14 +24,18 @@ from dataclasses import dataclass
 from lossgate.core.verdicts import LossVerdict
 
 
-def family_size(guardrails: int, class_slots: int, shadow: bool = False) -> int:
-    """Checks sharing alpha_rollback: the pooled judge, the guardrails, the per-class slots, and the
-    paired judge of a shadow phase (core/paired.py) when the rollout starts with one. The shadow
-    phase's test and the live steps' tests are all in one family, so the union bound covers the
-    whole rollout: a false rollback in shadow or in any live step, at most alpha_rollback in all."""
+def family_size(
+    guardrails: int, class_slots: int, shadow: bool = False, brier: bool = False, tokens: bool = False
+) -> int:
+    """Checks sharing alpha_rollback: the pooled judge, the guardrails, the per-class slots, the
+    paired judge of a shadow phase (core/paired.py) when the rollout starts with one, the Brier
+    gate of spec.analysis.calibration (core/calibration.py) and the loss per token of
+    spec.analysis.tokenLoss (core/token_fold.py). The shadow phase's test and the live steps' tests
+    are all in one family, so the union bound covers the whole rollout: a false rollback in shadow or
+    in any live step, at most alpha_rollback in all."""
     if guardrails < 0 or class_slots < 0:
         raise ValueError("counts of checks must be >= 0")
-    return 1 + guardrails + class_slots + (1 if shadow else 0)
+    return 1 + guardrails + class_slots + (1 if shadow else 0) + (1 if brier else 0) + (1 if tokens else 0)
 
 
 def split_alpha(alpha: float, checks: int) -> float:

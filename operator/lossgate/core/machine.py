@@ -6,6 +6,7 @@ The rules, in the order they are applied each tick (docs/api.md has the same tab
     (new generation) after RolledBack/Failed restarts; the `retry` command restarts RolledBack/Failed.
     A restart sets the weight to 0 and phase Pending; the next tick starts step 1 on fresh evidence.
  2. Terminal phases (Promoted, RolledBack, Failed) are absorbing: only the weight is kept in place.
+    Watching (spec.postPromotion, after a promotion) follows core/watch.py.
  3. Not started: abort -> RolledBack; failing training health -> Failed (blocked, no traffic moved);
     promote -> Promoted; paused -> Paused; wait while training metrics are unknown, metrics are
     unavailable or the canary does not serve spec.canary.version yet; otherwise start step 1.
@@ -31,20 +32,14 @@ from lossgate.core.actions import EventType, ScaleCanary
 from lossgate.core.decision import Decision, DecisionKind
 from lossgate.core.label_checks import coverage_imbalance
 from lossgate.core.observation import ManualCommand, Observation
-from lossgate.core.shadow import ShadowRules
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
+from lossgate.core.watch import WatchRules
 from lossgate.model.analysis import PromotionPolicy, UnavailableAction
 from lossgate.model.conditions import ConditionType, Reason, get_condition
 from lossgate.model.spec import MaxDurationAction, ModelRolloutSpec
 from lossgate.model.status import TERMINAL_PHASES, ModelRolloutStatus, Phase
 
 RESTARTABLE = frozenset({Phase.ROLLED_BACK, Phase.FAILED})
-_PROMOTION_BASIS = {
-    Reason.PROMOTED_NON_INFERIOR: "non-inferiority shown",
-    Reason.PROMOTED_NO_REGRESSION: "no regression, policy NoRegression",
-    Reason.PROMOTED_ON_TIMEOUT: "maxDuration reached, onMaxDuration Advance",
-    Reason.PROMOTED_MANUALLY: "manual",
-}
 
 
 def decide(
@@ -59,13 +54,15 @@ def decide(
     return _Rules(spec, status, observation, now).run()
 
 
-class _Rules(ShadowRules):
+class _Rules(WatchRules):
     def run(self) -> Decision:
         self._identity()
         if self.restarted:  # a restart only resets traffic to the baseline; the next tick starts step 1
             self._command_on_restart()
         elif self.m.phase in TERMINAL_PHASES:
             self._idle()
+        elif self.m.phase is Phase.WATCHING:
+            self.watching()
         else:
             self._pause_command()
             if self.m.started_at is None:
@@ -102,7 +99,7 @@ class _Rules(ShadowRules):
             self.actions.append(ScaleCanary(spec.canary.deployment, None))
         m.baseline_version, m.canary_version = spec.baseline.version, spec.canary.version
         m.phase, m.step_index, m.canary_weight = Phase.PENDING, 0, 0
-        m.started_at = m.step_started_at = m.paused_at = m.metrics_unavailable_since = None
+        m.started_at = m.step_started_at = m.paused_at = m.metrics_unavailable_since = m.watch = None
         m.step_paused, m.manually_paused, m.canary_scaled_down = timedelta(0), False, False
         self.paused = spec.paused
         self.restarted = True
@@ -381,14 +378,6 @@ class _Rules(ShadowRules):
             self.actions.append(ScaleCanary(spec.canary.deployment, 0))
             m.canary_scaled_down = True
         self.set(DecisionKind.ROLLBACK, reason, text)
-
-    def _promote(self, reason: Reason, why: str) -> None:
-        m = self.m
-        m.phase, m.step_index, m.canary_weight, m.paused_at = Phase.PROMOTED, self.spec.last_step, 100, None
-        if m.started_at is None:
-            m.started_at = self.now
-        text = f"promoted {self.spec.canary.version} to 100% ({_PROMOTION_BASIS[reason]}) {why}"
-        self.set(DecisionKind.PROMOTE, reason, text)
 
     def _block(self) -> None:
         self.m.phase = Phase.FAILED

@@ -18,6 +18,7 @@ from lossgate.core.evidence import Weights
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.paired_step import PairedEvidence
 from lossgate.core.verdicts import HealthVerdict, LossVerdict
+from lossgate.core.watch_ref import LateSums
 from lossgate.model import API_GROUP
 from lossgate.model.status import CheckStatus, TrainingHealthStatus
 
@@ -255,3 +256,4 @@ class Observation:
     checks: tuple[CheckStatus, ...] = ()  # guardrails and classes (core/checks.py): any regression rolls back
     paired: PairedEvidence | None = None  # the shadow step's paired test (core/paired_step.py)
     actual_mirror: int | None = None  # the mirror percent the router reports; None: not read
+    late: LateSums | None = None  # the watch's canary labels read this tick (core/watch.py)

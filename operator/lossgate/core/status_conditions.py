@@ -36,6 +36,8 @@ class TickFacts:
     generation: int
     # LabelsTimely (status, reason, message); None: not checked this tick, the condition is left alone
     labels_timely: tuple[bool, str, str] | None = None
+    # PostPromotionWatch (status, reason, message); None: left alone (core/watch.py)
+    watch: tuple[ConditionStatus, str, str] | None = None
 
 
 def _training_healthy(f: TickFacts) -> tuple[ConditionStatus, str, str]:
@@ -76,7 +78,7 @@ def conditions_after(prev: Sequence[Condition], f: TickFacts) -> list[Condition]
         put(ConditionType.PROGRESSING, T, f.reason, f.message)
     elif f.phase is Phase.PAUSED:
         put(ConditionType.PROGRESSING, F, Reason.PAUSED, f.message)
-    elif f.phase in TERMINAL_PHASES:
+    elif f.phase in TERMINAL_PHASES or f.phase is Phase.WATCHING:  # promoted: the ramp is over
         put(ConditionType.PROGRESSING, F, f.reason, f.message)
 
     if f.metrics_available:
@@ -89,8 +91,21 @@ def conditions_after(prev: Sequence[Condition], f: TickFacts) -> list[Condition]
         timely, reason, message = f.labels_timely
         put(ConditionType.LABELS_TIMELY, T if timely else F, reason, message)
 
+    if f.watch is not None:
+        put(ConditionType.POST_PROMOTION_WATCH, *f.watch)
     if f.kind is DecisionKind.PROMOTE:
         put(ConditionType.PROMOTED, T, f.reason, f.message)
     elif f.kind is DecisionKind.ROLLBACK:
         put(ConditionType.ROLLED_BACK, T, f.reason, f.message)
+        out = _revert_promotion(out, f)
     return out
+
+
+def _revert_promotion(out: list[Condition], f: TickFacts) -> list[Condition]:
+    """A rollback while Promoted is True (in the post-promotion watch) turns Promoted False."""
+    promoted = next((c for c in out if c.type == ConditionType.PROMOTED), None)
+    if promoted is None or promoted.status != T:
+        return out
+    return set_condition(
+        out, ConditionType.PROMOTED, F, Reason.PROMOTION_REVERTED, f.message, f.now, f.generation
+    )

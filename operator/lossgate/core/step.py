@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.checks import ChecksPlan, ClassChecks, GuardrailCheck, judge_checks
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun, Weights
 from lossgate.core.guardrail import CountInterval
@@ -26,9 +27,12 @@ from lossgate.core.observation import HealthEvidence, LossEvidence, ManualComman
 from lossgate.core.paired import PairedStats
 from lossgate.core.paired_step import PairedPlan, judge_paired
 from lossgate.core.timeline import weight_timeline, with_weights
+from lossgate.core.token_fold import TokenConfig, TokenInterval
 from lossgate.core.verdicts import HealthVerdict
+from lossgate.core.watch_ref import LateSums
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
-from lossgate.model.status import ChecksState, CheckStatus, JudgeState, PairedState
+from lossgate.model.calibration import CalibrationStatus
+from lossgate.model.status import ChecksState, CheckStatus, JudgeState, PairedState, Phase
 
 PARTIAL = "Partial"  # lossgate.ports.MetricsErrorKind.PARTIAL (one arm has no series): not an outage
 NO_DATA = "NoData"  # lossgate.ports.MetricsErrorKind.NO_DATA: no pairs yet in a shadow step, not an outage
@@ -91,6 +95,8 @@ class Gathered:
     checks_closed: int = 0  # intervals closed in the checks' read window
     paired: list[PairedStats] | Problem | None = None  # shadow step: paired intervals since its plan
     mirror: int | Problem | None = None  # the router's mirror percent (read only with a shadow step)
+    calibration: list[CalibrationInterval] | Problem | None = None  # reliability counters, checks' window
+    tokens: list[TokenInterval] | Problem | None = None  # tokenLoss: read in the checks' window
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class Judged:
     version_problem: Problem | None
     checks_state: ChecksState | None = None
     paired_state: PairedState | None = None
+    calibration: CalibrationStatus | None = None  # status.calibration (kept when nothing was read)
 
 
 def reads_metrics(command: ManualCommand | None) -> bool:
@@ -141,6 +148,7 @@ def judge_tick(
     guardrails: tuple[GuardrailCheck, ...] = (),
     classes: ClassChecks | None = None,
     paired_plan: PairedPlan | None = None,
+    tokens: TokenConfig | None = None,
 ) -> Judged:
     """Judge the evidence read this tick. The paired test (shadow step) runs at the pooled judge's
     share of alphaRollback: spec.family_checks counts it as one more check."""
@@ -155,11 +163,22 @@ def judge_tick(
     # Kept while finished (the verdicts shown); cleared while not started (a retry's earlier run).
     shown: tuple[CheckStatus, ...] = tuple(status.checks) if status.step_starts else ()
     checks_state = status.checks_state
+    calibration = status.calibration if status.step_starts else None
     if checks is not None:
         judged_checks = judge_checks(
-            status, checks, guardrails, classes, got.checks, got.classes, got.checks_closed
+            status,
+            checks,
+            guardrails,
+            classes,
+            got.checks,
+            got.classes,
+            got.checks_closed,
+            got.calibration,
+            tokens,
+            got.tokens,
         )
         shown, checks_state = tuple(judged_checks.checks), judged_checks.state
+        calibration = judged_checks.calibration or calibration
         if metrics_problem is None:  # a check's evidence missing holds like the loss's (onMetricsUnavailable)
             metrics_problem = judged_checks.problem
     unavailable = metrics_problem is not None and metrics_problem.kind != PARTIAL
@@ -179,6 +198,7 @@ def judge_tick(
         checks=shown,
         paired=paired,
         actual_mirror=got.mirror if isinstance(got.mirror, int) else None,
+        late=late_sums(status, got.loss),
     )
     router_problem = got.weights if isinstance(got.weights, Problem) else None
     version_problem = got.canary_version if isinstance(got.canary_version, Problem) else None
@@ -193,6 +213,30 @@ def judge_tick(
         version_problem,
         checks_state,
         paired_state if paired_plan is not None else status.paired_state,
+        calibration,
+    )
+
+
+def late_sums(status: ModelRolloutStatus, read: object) -> LateSums | None:
+    """The canary's labels in the intervals read this tick that closed in the post-promotion watch and
+    were not counted before (the warn-only watch's test sums them in status.watch)."""
+    w = status.watch
+    if status.phase is not Phase.WATCHING or w is None or w.holdback_weight or not isinstance(read, list):
+        return None  # with a holdback the judge itself compares both arms: nothing to sum
+    start_ms = max(round(w.started_at.timestamp() * 1000), w.counted_through_ms or 0)
+    new = [
+        iv
+        for iv in read
+        if round(iv.start * 1000) >= start_ms
+        and all(math.isfinite(x) for x in (iv.canary.n, iv.canary.sum, iv.canary.sumsq))
+    ]
+    if not new:
+        return None
+    return LateSums(
+        n=sum(iv.canary.n for iv in new),
+        sum=sum(iv.canary.sum for iv in new),
+        sumsq=sum(iv.canary.sumsq for iv in new),
+        through_ms=round(max(iv.end for iv in new) * 1000),
     )
 
 

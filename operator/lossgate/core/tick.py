@@ -18,7 +18,7 @@ from lossgate.core.observation import Observation
 from lossgate.core.status_conditions import TickFacts, conditions_after
 from lossgate.core.verdicts import HealthVerdict
 from lossgate.model.analysis import UnavailableAction
-from lossgate.model.conditions import Reason
+from lossgate.model.conditions import ConditionStatus, Reason
 from lossgate.model.durations import format_timestamp
 from lossgate.model.spec import ModelRolloutSpec
 from lossgate.model.status import (
@@ -29,6 +29,7 @@ from lossgate.model.status import (
     ModelRolloutStatus,
     Phase,
     StepStart,
+    WatchStatus,
 )
 
 TERMINAL_REQUEUE = timedelta(minutes=5)
@@ -63,6 +64,7 @@ class Working:
     manually_paused: bool
     canary_scaled_down: bool
     mirror_percent: int
+    watch: WatchStatus | None
 
     def active_in_step(self, now: datetime) -> timedelta:
         """Time in the current step, not counting time paused."""
@@ -96,6 +98,8 @@ class TickBase:
             self.health is HealthVerdict.UNKNOWN and spec.analysis.gradient_health.require_metrics
         )
         self.paused = spec.paused or prev.manually_paused
+        # The PostPromotionWatch condition (status, reason, message); None: left as it is (core/watch.py)
+        self.watch_condition: tuple[ConditionStatus, str, str] | None = None
 
     # ------------------------------------------------------------------ outcome
     def set(self, kind: DecisionKind, reason: Reason, message: str) -> None:
@@ -245,6 +249,7 @@ class TickBase:
             now=now,
             generation=obs.generation,
             labels_timely=self._labels_timely(),
+            watch=self.watch_condition,
         )
         update["conditions"] = conditions_after(self.prev.conditions, facts)
         update["history"] = self.history[-HISTORY_LIMIT:]
@@ -283,6 +288,8 @@ class TickBase:
             return TERMINAL_REQUEUE
         wait = spec.analysis.interval
         candidates: list[timedelta] = []
+        if m.phase is Phase.WATCHING and m.watch is not None:
+            candidates.append(m.watch.ends_at - now)
         if m.phase is Phase.PROGRESSING and m.step_started_at is not None:
             q = spec.quota(m.step_index)
             active = m.active_in_step(now)

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from lossgate.core.evidence import IntervalStats
 from lossgate.core.guardrail import CountInterval
+from lossgate.core.token_fold import TokenInterval
 from lossgate.model import ModelRolloutStatus
 
 
@@ -16,7 +17,7 @@ def weight_timeline(status: ModelRolloutStatus) -> list[tuple[float, int]]:
     return [(s.at.timestamp(), s.weight) for s in status.step_starts]
 
 
-_Interval = TypeVar("_Interval", IntervalStats, CountInterval)
+_Interval = TypeVar("_Interval", IntervalStats, CountInterval, TokenInterval)
 
 
 def with_weights(intervals: list[_Interval], timeline: list[tuple[float, int]]) -> list[_Interval]:

@@ -13,6 +13,7 @@ from lossgate.instrument.buckets import LOSS_BUCKETS
 from lossgate.instrument.losses import cross_entropy, log_probs
 from lossgate.instrument.requests import LATENCY_BUCKETS, RequestMetrics
 from lossgate.instrument.serving import LossRecorder
+from lossgate.instrument.tokens import TokenLossRecorder, TokenSums
 from lossgate.instrument.training import TRAINING_METRICS, TrainingExporter
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "TRAINING_METRICS",
     "LossRecorder",
     "RequestMetrics",
+    "TokenLossRecorder",
+    "TokenSums",
     "TrainingExporter",
     "cross_entropy",
     "log_probs",

@@ -23,8 +23,9 @@ import numpy.typing as npt
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
-from lossgate.conventions import DEFAULT_LOSS_METRIC
+from lossgate.conventions import CALIBRATION_METRIC, DEFAULT_LOSS_METRIC
 from lossgate.instrument.buckets import LOSS_BUCKETS, le_label, validate_buckets
+from lossgate.instrument.calibration import calibrate, calibration_families, empty_bins
 from lossgate.instrument.class_cap import DEFAULT_MAX_CLASSES, OTHER, ClassCap
 from lossgate.instrument.losses import ArrayLike, log_probs, loss_from_log_probs
 
@@ -48,6 +49,17 @@ class _Series:
     sum: float = 0.0
     sumsq: float = 0.0
     buckets: list[int] = field(default_factory=list)  # per bucket (not cumulative), +Inf last
+    # Reliability counters per confidence bin (docs/metrics.md, "Calibration").
+    cal_count: list[float] = field(default_factory=empty_bins)
+    cal_confidence: list[float] = field(default_factory=empty_bins)
+    cal_correct: list[float] = field(default_factory=empty_bins)
+    cal_brier: list[float] = field(default_factory=empty_bins)
+
+    def copy(self) -> _Series:
+        return _Series(
+            self.created, self.predictions, self.count, self.sum, self.sumsq, list(self.buckets),
+            list(self.cal_count), list(self.cal_confidence), list(self.cal_correct), list(self.cal_brier),
+        )  # fmt: skip
 
 
 class LossRecorder:
@@ -60,6 +72,9 @@ class LossRecorder:
       model_prediction_pending_evicted_total{model,version,reason="capacity"|"ttl"}
       model_prediction_label_unknown_total   labels whose prediction id was unknown (expired or never seen)
       model_prediction_pending           gauge, predictions waiting for a label
+      <calibration_metric>_{count,confidence,correct,brier}_total{bin}   reliability counters per
+                                         confidence bin (default model_prediction_calibration; bins
+                                         in docs/metrics.md), with <calibration_metric>_count_created
 
     Class labels are bounded: at most `max_classes` values per model version keep their own series,
     later ones are recorded as class "other" and counted in model_prediction_class_folded_total.
@@ -72,6 +87,7 @@ class LossRecorder:
         *,
         metric: str = DEFAULT_LOSS_METRIC,
         predictions_metric: str = "model_predictions_total",
+        calibration_metric: str = CALIBRATION_METRIC,
         buckets: tuple[float, ...] | list[float] = LOSS_BUCKETS,
         capacity: int = 100_000,
         max_classes: int = DEFAULT_MAX_CLASSES,
@@ -83,6 +99,7 @@ class LossRecorder:
             raise ValueError("capacity must be >= 1 and ttl_s > 0")
         self.metric = metric
         self.predictions_metric = predictions_metric.removesuffix("_total")
+        self.calibration_metric = calibration_metric
         self.buckets = validate_buckets(buckets)
         self._le = [le_label(b) for b in self.buckets] + ["+Inf"]
         self.capacity = capacity
@@ -142,12 +159,17 @@ class LossRecorder:
                 self._unknown += 1
                 return None
             loss = loss_from_log_probs(pending.lp, label)
+            cal = calibrate(pending.lp, label)
             del self._pending[prediction_id]
             s = self._state(pending.key)
             s.count += 1
             s.sum += loss
             s.sumsq += loss * loss
             s.buckets[self._bucket_index(loss)] += 1
+            s.cal_count[cal.bin] += 1
+            s.cal_confidence[cal.bin] += cal.confidence
+            s.cal_correct[cal.bin] += cal.correct
+            s.cal_brier[cal.bin] += cal.brier
             return loss
 
     def pending(self) -> int:
@@ -203,8 +225,7 @@ class LossRecorder:
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             self._expire(self._clock())
-            series = {k: _Series(v.created, v.predictions, v.count, v.sum, v.sumsq, list(v.buckets))
-                      for k, v in self._series.items()}  # fmt: skip
+            series = {k: v.copy() for k, v in self._series.items()}
             evicted, unknown, pending = dict(self._evicted), self._unknown, len(self._pending)
         yield from self._families(series, evicted, unknown, pending, self.classes.folded())
 
@@ -253,3 +274,10 @@ class LossRecorder:
         for (model, version), c in sorted(folded.items()):
             fold.add_sample(f"{FOLDED_METRIC}_total", {"model": model, "version": version}, float(c))
         yield from (preds, hist, sq, ev, unk, gauge, fold)
+        yield from calibration_families(
+            self.calibration_metric,
+            {
+                k: (s.created, (s.cal_count, s.cal_confidence, s.cal_correct, s.cal_brier))
+                for k, s in series.items()
+            },
+        )

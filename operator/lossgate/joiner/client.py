@@ -52,6 +52,11 @@ class JoinerClient:
     def label(self, id: str, label: int) -> dict[str, int]:
         return self.labels([{"id": id, "label": label}])
 
+    def token_label(self, id: str, token_nll: float, tokens: int) -> dict[str, int]:
+        """A language model's label: the reference continuation's summed token NLL and its tokens
+        (lossgate.instrument.lm.continuation_nll), for a prediction sent with "token_loss": true."""
+        return self.labels([{"id": id, "token_nll": token_nll, "tokens": tokens}])
+
     def _post(self, path: str, doc: dict[str, Any]) -> dict[str, int]:
         data = json.dumps(doc, allow_nan=False).encode()
         for attempt in range(self.retries + 1):

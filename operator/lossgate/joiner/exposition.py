@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 
-from lossgate.conventions import DEFAULT_LOSS_METRIC
+from lossgate.conventions import CALIBRATION_METRIC, DEFAULT_LOSS_METRIC, DEFAULT_TOKEN_METRIC
 from lossgate.instrument.buckets import LOSS_BUCKETS, le_label
+from lossgate.instrument.calibration import calibration_families
+from lossgate.instrument.tokens import TokenSums, token_families
 from lossgate.joiner.accounting import DELAY_BUCKETS, PairSums, Series
 from lossgate.joiner.records import PairKey, SeriesKey
 from lossgate.joiner.store import Store
@@ -91,6 +93,38 @@ def families(series: dict[SeriesKey, Series], outcomes: dict[str, int]) -> Itera
         else:
             refused.add_sample("lossgate_joiner_predictions_refused_total", {"reason": what}, float(n))
     yield from (preds, hist, sq, expired, pending, delay, labels_total, refused)
+    yield from calibration_families(
+        CALIBRATION_METRIC,
+        {
+            key: (
+                s.created,
+                (
+                    [float(x) for x in s.cal_count],
+                    s.cal_confidence,
+                    [float(x) for x in s.cal_correct],
+                    s.cal_brier,
+                ),
+            )
+            for key, s in series.items()
+        },
+    )
+    yield from token_families(DEFAULT_TOKEN_METRIC, _token_sums(series))
+
+
+def _token_sums(series: dict[SeriesKey, Series]) -> dict[tuple[str, str], TokenSums]:
+    """A language model's token counters per (model, version), summed over its classes (if any)."""
+    out: dict[tuple[str, str], TokenSums] = {}
+    for (model, version, _), s in sorted(series.items(), key=lambda kv: str(kv[0])):
+        t = s.tokens
+        if t is None:
+            continue
+        have = out.get((model, version))
+        out[(model, version)] = t if have is None else TokenSums(
+            min(have.created, t.created), have.n + t.n, have.nats + t.nats, have.tokens + t.tokens,
+            have.nats_squared + t.nats_squared, have.tokens_squared + t.tokens_squared,
+            have.nats_tokens + t.nats_tokens,
+        )  # fmt: skip
+    return out
 
 
 class _Collector:

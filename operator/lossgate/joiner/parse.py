@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lossgate.instrument.losses import log_probs, log_probs_rows
+from lossgate.instrument.tokens import check_token_label
 from lossgate.joiner.records import FieldError, Label, Prediction, SeriesKey
 
 MAX_BATCH = 10_000
@@ -85,7 +86,12 @@ def timestamp(value: Any, field: str, now: float) -> float:
 
 
 def _raw_scores(item: dict[str, Any], field: str) -> tuple[str, str, Any]:
-    """(kind, field of the scores, the scores) after type checks; the numbers are checked later."""
+    """(kind, field of the scores, the scores) after type checks; the numbers are checked later.
+    A language model's prediction ("token_loss": true) has no scores: its label brings its loss."""
+    if item.get("token_loss") is True:
+        if "probabilities" in item or "logits" in item:
+            raise FieldError(field, "a token_loss prediction has no probabilities or logits")
+        return "token_loss", field, []
     keys = [k for k in ("probabilities", "logits") if k in item]
     if len(keys) != 1:
         raise FieldError(field, "give exactly one of probabilities or logits")
@@ -114,6 +120,8 @@ def score_rows(raw: list[tuple[str, str, Any]]) -> list[bytes]:
         groups[(kind, len(values) if isinstance(values, list) else 0)].append(i)
     out: list[bytes] = [b""] * len(raw)
     for (kind, _width), idx in groups.items():
+        if kind == "token_loss":
+            continue  # no scores: b""
         try:
             rows = log_probs_rows(
                 np.array([raw[i][2] for i in idx], dtype=np.float64), logits=kind == "logits"
@@ -178,11 +186,13 @@ def labels(doc: Any) -> list[Label]:
         field = f"labels[{i}]"
         if not isinstance(item, dict):
             raise FieldError(field, f"must be an object, got {type(item).__name__}")
-        out.append(
-            Label(
-                text(item.get("id"), f"{field}.id", MAX_ID),
-                label_value(item.get("label"), f"{field}.label"),
-                field,
-            )
-        )
+        pid = text(item.get("id"), f"{field}.id", MAX_ID)
+        if "token_nll" in item or "tokens" in item:
+            try:
+                token = check_token_label(item.get("token_nll"), item.get("tokens"))
+            except ValueError as e:
+                raise FieldError(f"{field}.token_nll", str(e)) from None
+            out.append(Label(pid, -1, field, token))
+        else:
+            out.append(Label(pid, label_value(item.get("label"), f"{field}.label"), field))
     return out

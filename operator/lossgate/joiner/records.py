@@ -55,6 +55,9 @@ class Label:
     id: str
     label: int
     field: str  # where it came from in the request ("labels[3]"), for an error naming it
+    # A language model's label: (S, T), the reference continuation's summed token NLL and its tokens
+    # (lossgate.instrument.lm computes them); `label` is then unused.
+    token: tuple[float, int] | None = None
 
 
 class FieldError(ValueError):

@@ -5,7 +5,10 @@ Record of a pending prediction: `<series hash key>\\n<served_at: float64 LE><log
 The pending hash maps an id to its one record, or, when several arms predicted it (mirrored
 traffic), to `\\0` followed by each record with its length (uint32 LE) in front. The arms of one id
 share the first one's deadline. Series hash fields: created, predictions, count, sum, sumsq, b<i>
-(loss bucket i), d<i> (delay bucket i), delay_sum, expired:<reason>. Pair hash fields: created,
+(loss bucket i), d<i> (delay bucket i), delay_sum, expired:<reason>, per confidence bin i the
+reliability counters k<i> (count), c<i> (sum of confidence), q<i> (correct), r<i> (sum of Brier),
+and a language model's token counters tok_n, tok_nats, tok_tokens, tok_nats_sq, tok_tokens_sq,
+tok_nats_tokens. Pair hash fields: created,
 count, sum_a, sum_b (each version's loss summed over the pair's requests), sumsq (of the difference).
 """
 
@@ -90,10 +93,15 @@ return {#fresh, dup}
 """
 )
 
+# Per joined arm: series index, loss, loss^2, loss bucket, delay bucket, delay, confidence bin
+# (-1 for a token label), confidence, correct (0/1), Brier score, and a language model's six token
+# increments (requests 0 or 1, S, T, S^2, T^2, S T; zeros for a class label).
+ARM_FIELDS = 16
+
 # KEYS: pending, deadlines, done, forget, outcomes, pair-set, npending, series hash keys..., pair keys...
 # ARGV: forget_at, n, duplicates, late, unknown, number of series keys, now, then per item: id, length
-#       of the pending value read, arms, pairs, per arm: series index, loss, loss^2, loss bucket,
-#       delay bucket, delay; per pair: pair index, loss(a), loss(b), (loss(b) - loss(a))^2.
+#       of the pending value read, arms, pairs, per arm: the ARM_FIELDS above; per pair: pair index,
+#       loss(a), loss(b), (loss(b) - loss(a))^2.
 # Returns joined, duplicates, late, unknown, then the ids whose value changed since it was read (an
 # arm was added): the caller scores those again.
 LABEL = (
@@ -106,7 +114,7 @@ local acc, pacc, changed = {}, {}, {}  -- per series and pair: the batch's incre
 local b = 8
 for i = 1, n do
   local id, len, na, np = ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local arms, prs = b + 4, b + 4 + 6 * na
+  local arms, prs = b + 4, b + 4 + 16 * na
   b = prs + 4 * np
   local now_len = redis.call('HSTRLEN', KEYS[1], id)
   if now_len == len then
@@ -115,13 +123,14 @@ for i = 1, n do
     redis.call('HSET', KEYS[3], id, '1')
     redis.call('ZADD', KEYS[4], ARGV[1], id)
     for j = 0, na - 1 do
-      local c = arms + 6 * j
+      local c = arms + 16 * j
       local sk = KEYS[7 + tonumber(ARGV[c])]
       local a = acc[sk]
       if not a then
-        a = {count = 0, sum = 0, sumsq = 0, delay_sum = 0, fields = {}}
+        a = {count = 0, sum = 0, sumsq = 0, delay_sum = 0, fields = {}, floats = {}, tok = {0, 0, 0, 0, 0, 0}}
         acc[sk] = a
       end
+      for t = 1, 6 do a.tok[t] = a.tok[t] + tonumber(ARGV[c + 9 + t]) end
       a.count = a.count + 1
       a.sum = a.sum + tonumber(ARGV[c + 1])
       a.sumsq = a.sumsq + tonumber(ARGV[c + 2])
@@ -129,6 +138,13 @@ for i = 1, n do
       local fb, fd = 'b' .. ARGV[c + 3], 'd' .. ARGV[c + 4]
       a.fields[fb] = (a.fields[fb] or 0) + 1
       a.fields[fd] = (a.fields[fd] or 0) + 1
+      local cb = ARGV[c + 6]
+      if cb ~= '-1' then  -- a token label has no confidence bin
+        a.fields['k' .. cb] = (a.fields['k' .. cb] or 0) + 1
+        a.fields['q' .. cb] = (a.fields['q' .. cb] or 0) + tonumber(ARGV[c + 8])
+        a.floats['c' .. cb] = (a.floats['c' .. cb] or 0) + tonumber(ARGV[c + 7])
+        a.floats['r' .. cb] = (a.floats['r' .. cb] or 0) + tonumber(ARGV[c + 9])
+      end
     end
     for j = 0, np - 1 do
       local c = prs + 4 * j
@@ -159,6 +175,15 @@ for sk, a in pairs(acc) do
   redis.call('HINCRBYFLOAT', sk, 'sumsq', string.format('%.17g', a.sumsq))
   redis.call('HINCRBYFLOAT', sk, 'delay_sum', string.format('%.17g', a.delay_sum))
   for f, v in pairs(a.fields) do redis.call('HINCRBY', sk, f, v) end
+  for f, v in pairs(a.floats) do redis.call('HINCRBYFLOAT', sk, f, string.format('%.17g', v)) end
+  if a.tok[1] > 0 then  -- token counters: integers by HINCRBY, sums of nats by HINCRBYFLOAT
+    redis.call('HINCRBY', sk, 'tok_n', string.format('%d', a.tok[1]))
+    redis.call('HINCRBYFLOAT', sk, 'tok_nats', string.format('%.17g', a.tok[2]))
+    redis.call('HINCRBY', sk, 'tok_tokens', string.format('%d', a.tok[3]))
+    redis.call('HINCRBYFLOAT', sk, 'tok_nats_sq', string.format('%.17g', a.tok[4]))
+    redis.call('HINCRBY', sk, 'tok_tokens_sq', string.format('%d', a.tok[5]))
+    redis.call('HINCRBYFLOAT', sk, 'tok_nats_tokens', string.format('%.17g', a.tok[6]))
+  end
 end
 for pk, p in pairs(pacc) do
   redis.call('HSETNX', pk, 'created', ARGV[7])

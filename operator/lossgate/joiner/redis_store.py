@@ -20,6 +20,8 @@ from typing import Any
 import redis
 
 from lossgate.instrument.buckets import LOSS_BUCKETS
+from lossgate.instrument.calibration import CALIBRATION_BINS, Calibrated
+from lossgate.instrument.tokens import TokenSums
 from lossgate.joiner.accounting import DELAY_BUCKETS, EXPIRY_REASONS, PairSums, Series, pair_losses, score
 from lossgate.joiner.records import (
     FieldError,
@@ -35,7 +37,7 @@ from lossgate.joiner.records import (
     series_key,
     series_name,
 )  # fmt: skip
-from lossgate.joiner.redis_lua import EXPIRE, LABEL, LEASE, PREDICT
+from lossgate.joiner.redis_lua import ARM_FIELDS, EXPIRE, LABEL, LEASE, PREDICT
 from lossgate.joiner.store import OUTCOMES, first_seen
 
 _EXPIRE_BATCH = 2000
@@ -154,9 +156,10 @@ class RedisStore:
                     nl = rec.index(b"\n")
                     (served_at,) = struct.unpack_from("<d", rec, nl + 1)
                     try:
-                        s = score(rec[nl + 9 :], lab.label, served_at, now)
+                        s = score(rec[nl + 9 :], lab.label, served_at, now, lab.token)
                     except ValueError as e:
-                        raise FieldError(f"{lab.field}.label", str(e)) from None
+                        where = "token_nll" if lab.token is not None else "label"
+                        raise FieldError(f"{lab.field}.{where}", str(e)) from None
                     idx = skeys.setdefault(rec[:nl], len(skeys) + 1)
                     arms += [
                         idx,
@@ -165,13 +168,15 @@ class RedisStore:
                         s.bucket,
                         s.delay_bucket,
                         repr(s.delay),
+                        *_cal_args(s.cal),
+                        *_token_args(s.token),
                     ]
                     losses.append((series_key(rec[start:nl].decode()), s.loss))
                 pairs: list[Any] = []
                 for key, la, lb in pair_losses(losses):
                     idx = pkeys.setdefault(self._pkey(key), len(pkeys) + 1)
                     pairs += [idx, repr(la), repr(lb), repr((lb - la) * (lb - la))]
-                items += [lab.id, len(value), len(arms) // 6, len(pairs) // 4, *arms, *pairs]
+                items += [lab.id, len(value), len(arms) // ARM_FIELDS, len(pairs) // 4, *arms, *pairs]
                 n_items += 1
             elif lab.id in done:
                 result.late += 1
@@ -254,6 +259,21 @@ class RedisStore:
         self.r.close()
 
 
+def _cal_args(cal: Calibrated | None) -> list[str | int]:
+    """A class label's confidence bin, confidence, correct and Brier score (bin -1: a token label)."""
+    if cal is None:
+        return [-1, "0", 0, "0"]
+    return [cal.bin, repr(cal.confidence), cal.correct, repr(cal.brier)]
+
+
+def _token_args(token: tuple[float, int] | None) -> list[str | int]:
+    """A token label's increments of the six token counters (zeros for a class label)."""
+    if token is None:
+        return [0, "0", 0, "0", 0, "0"]
+    s, t = token
+    return [1, repr(s), t, repr(s * s), t * t, repr(s * t)]
+
+
 def _series(h: dict[bytes, bytes]) -> Series:
     def i(name: str) -> int:
         return int(h.get(name.encode(), 0))
@@ -261,9 +281,16 @@ def _series(h: dict[bytes, bytes]) -> Series:
     def f(name: str) -> float:
         return float(h.get(name.encode(), 0.0))
 
+    bins = range(CALIBRATION_BINS)
     return Series(
         f("created"), i("predictions"), i("count"), f("sum"), f("sumsq"),
         [i(f"b{j}") for j in range(len(LOSS_BUCKETS) + 1)],
         [i(f"d{j}") for j in range(len(DELAY_BUCKETS) + 1)],
         f("delay_sum"), {r: i(f"expired:{r}") for r in EXPIRY_REASONS},
+        [i(f"k{j}") for j in bins], [f(f"c{j}") for j in bins], [i(f"q{j}") for j in bins],
+        [f(f"r{j}") for j in bins],
+        TokenSums(
+            f("created"), i("tok_n"), f("tok_nats"), i("tok_tokens"), f("tok_nats_sq"), i("tok_tokens_sq"),
+            f("tok_nats_tokens"),
+        ) if i("tok_n") else None,
     )  # fmt: skip

@@ -182,9 +182,10 @@ class SqliteStore:
                     arms = []
                     for sid, served_at, lp in pending[lab.id]:
                         try:
-                            s = score(lp, lab.label, served_at, now)
+                            s = score(lp, lab.label, served_at, now, lab.token)
                         except ValueError as e:
-                            raise FieldError(f"{lab.field}.label", str(e)) from None
+                            where = "token_nll" if lab.token is not None else "label"
+                            raise FieldError(f"{lab.field}.{where}", str(e)) from None
                         joined.append((lab.id, sid, s))
                         arms.append((keys[sid], s.loss))
                     paired += pair_losses(arms)

@@ -9,8 +9,10 @@ from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_v
 
 from lossgate.conventions import CATASTROPHIC_LOSS_NATS, DEFAULT_LOSS_METRIC
 from lossgate.model.base import ApiModel, cel, validations
+from lossgate.model.calibration import CalibrationAnalysis
 from lossgate.model.durations import Duration, PositiveDuration
 from lossgate.model.guardrails import MAX_GUARDRAILS, Guardrail, PerClassLoss, unique_names_rule
+from lossgate.model.token_loss import TokenLossAnalysis
 
 METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 (the pattern of a Secret's key name)
@@ -234,6 +236,12 @@ class Analysis(ApiModel):
         description="Error-rate and latency checks beside the loss; any regression rolls back.",
         json_schema_extra=validations(unique_names_rule()),
     )
+    calibration: CalibrationAnalysis | None = Field(
+        default=None, description="Report each arm's ECE and MCE; optionally gate on the Brier score."
+    )
+    token_loss: TokenLossAnalysis | None = Field(
+        default=None, description="A language model's mean NLL per token, judged beside the loss."
+    )
 
     @field_validator("guardrails")
     @classmethod
@@ -246,6 +254,9 @@ class Analysis(ApiModel):
 
     @property
     def family_checks(self) -> int:
-        """Checks that share alphaRollback (core/family.py): pooled loss, guardrails, class slots."""
+        """Checks that share alphaRollback (core/family.py): pooled loss, guardrails, class slots, the
+        Brier gate (calibration.gate) and the loss per token (tokenLoss)."""
         slots = self.loss.per_class.max_classes if self.loss.per_class.enabled else 0
-        return 1 + len(self.guardrails) + slots
+        brier = 1 if self.calibration is not None and self.calibration.gated else 0
+        tokens = 1 if self.token_loss is not None else 0
+        return 1 + len(self.guardrails) + slots + brier + tokens

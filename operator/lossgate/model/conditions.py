@@ -28,6 +28,9 @@ class ConditionType(StrEnum):
     # Written only with LOSSGATE_LABEL_CHECKS on (the label joiner's series): False when the step's
     # minDuration is shorter than the observed p90 label delay (a warning, it blocks nothing).
     LABELS_TIMELY = "LabelsTimely"
+    # spec.postPromotion: Unknown while watching, True once the window passed clean, False on a
+    # regression found in the watch (rolled back, or only warned without a holdback).
+    POST_PROMOTION_WATCH = "PostPromotionWatch"
 
 
 class ConditionStatus(StrEnum):
@@ -66,6 +69,14 @@ class Reason(StrEnum):
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     NOT_PROMOTED = "NotPromoted"
     NOT_ROLLED_BACK = "NotRolledBack"
+    # Post-promotion watch (core/watch.py)
+    WATCH_STARTED = "WatchStarted"  # promoted; the holdback (or warn-only watch) runs for the window
+    WATCH_PASSED = "WatchPassed"  # the window ended without a regression: 100% canary
+    WATCH_ENDED_MANUALLY = "WatchEndedManually"  # lossgate.io/promote during the watch
+    WATCH_ENDED = "WatchEnded"  # spec.postPromotion removed during the watch
+    POST_PROMOTION_REGRESSION = "PostPromotionRegression"  # rolled back to the baseline in the watch
+    POST_PROMOTION_WARNING = "PostPromotionRegressionSuspected"  # no holdback: a warning only
+    PROMOTION_REVERTED = "PromotionReverted"  # the Promoted condition after a rollback in the watch
     # Restarts and commands
     CANARY_VERSION_CHANGED = "CanaryVersionChanged"
     SPEC_CHANGED = "SpecChanged"

@@ -55,6 +55,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Canary minus baseline mean loss (nats)",
     },
     {"name": "Verdict", "type": "string", "jsonPath": ".status.analysis.verdict", "priority": 1},
+    {
+        "name": "Watch-Ends",
+        "type": "string",
+        "jsonPath": ".status.watch.endsAt",
+        "description": "End of the post-promotion watch (spec.postPromotion)",
+        "priority": 1,
+    },
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

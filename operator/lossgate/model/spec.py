@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from lossgate.model.analysis import Analysis, ObjectName
 from lossgate.model.base import ApiModel, cel, validations
 from lossgate.model.durations import Duration, PositiveDuration, format_duration
+from lossgate.model.post_promotion import HOLDBACK_RULE, PostPromotion
 
 API_GROUP = "lossgate.io"
 API_VERSION = "v1alpha1"
@@ -281,6 +282,7 @@ _SPEC_RULES = validations(
         "spec.rollback.scaleDownCanary needs spec.canary.deployment",
         field_path=".rollback.scaleDownCanary",
     ),
+    HOLDBACK_RULE,
 )
 
 
@@ -301,6 +303,10 @@ class ModelRolloutSpec(ApiModel):
     analysis: Analysis
     rollback: RollbackPolicy = RollbackPolicy()
     paused: bool = Field(default=False, description="Hold the weight (safety rollbacks stay armed).")
+    post_promotion: PostPromotion | None = Field(
+        default=None,
+        description="Watch late labels after the promotion, with a baseline holdback (absent: no watch).",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -342,6 +348,13 @@ class ModelRolloutSpec(ApiModel):
             raise ValueError(
                 "steps: a shadow step needs a router that mirrors requests; "
                 "fix: route with gatewayAPI or istio, or drop the shadow step"
+            )
+        pp, live = self.post_promotion, max(s.traffic for s in self.steps[:-1])
+        if pp is not None and live > 100 - pp.holdback_weight:
+            h = pp.holdback_weight
+            raise ValueError(
+                f"postPromotion.holdbackWeight: {h} leaves the canary {100 - h}% in the watch, below step "
+                f"weight {live}; fix: lower that step or the holdback"
             )
         if self.rollback.scale_down_canary and self.canary.deployment is None:
             raise ValueError(

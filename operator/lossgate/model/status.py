@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from lossgate.model.base import ApiModel
+from lossgate.model.calibration import CalibrationStatus
 from lossgate.model.conditions import Condition
 from lossgate.model.durations import Duration, Timestamp
 
@@ -24,6 +25,8 @@ class Phase(StrEnum):
     PENDING = "Pending"  # not started: waiting for training health, canary readiness or metrics
     PROGRESSING = "Progressing"  # traffic is on a step and evidence is being collected
     PAUSED = "Paused"  # spec.paused or the pause annotation: weight held, safety rollbacks still armed
+    # Promoted, the baseline keeping spec.postPromotion.holdbackWeight while late labels are watched
+    WATCHING = "Watching"
     PROMOTED = "Promoted"  # the canary serves 100%
     ROLLED_BACK = "RolledBack"  # the canary had traffic and was taken back to 0%
     FAILED = "Failed"  # blocked before any traffic moved (e.g. the training run is unhealthy)
@@ -142,6 +145,30 @@ class ChecksState(ApiModel):
     )
 
 
+class WatchStatus(ApiModel):
+    """The post-promotion watch (spec.postPromotion): while phase is Watching, and kept afterwards."""
+
+    mode: str = Field(description="Holdback (a late regression rolls back) | WarnOnly (no holdback: warns)")
+    started_at: Timestamp = Field(description="The promotion: the watch reads labels arriving from then on.")
+    ends_at: Timestamp = Field(description="startedAt + spec.postPromotion.window.")
+    holdback_weight: int = Field(ge=0, le=100, description="Baseline percent during the watch.")
+    finding: str = Field(default="", description="'' | Regression (rolled back) | Warned (WarnOnly)")
+    reference_mean: float | None = Field(
+        default=None, description="WarnOnly: the baseline's mean loss (nats) in the rollout's last look."
+    )
+    margin: float | None = Field(default=None, description="WarnOnly: the margin (nats) of that look.")
+    n: float = Field(default=0.0, description="WarnOnly: canary labels read in the watch.")
+    sum: float = 0.0
+    sumsq: float = 0.0
+    mean: float | None = Field(default=None, description="WarnOnly: their mean loss (nats).")
+    counted_through_ms: int | None = Field(
+        default=None, description="Unix ms where the last interval counted in n ends (none counted twice)."
+    )
+    p_regression: float | None = Field(
+        default=None, description="WarnOnly: always-valid p-value of 'not above reference + margin'."
+    )
+
+
 class TrainingHealthStatus(ApiModel):
     verdict: str = Field(description="Pass | Warn | Fail | Unknown")
     reasons: list[str] = Field(default_factory=list)
@@ -217,7 +244,11 @@ class ModelRolloutStatus(ApiModel):
     judge_state: JudgeState | None = None
     checks: list[CheckStatus] = Field(default_factory=list, description="Guardrails and per-class checks.")
     checks_state: ChecksState | None = None
+    calibration: CalibrationStatus | None = Field(
+        default=None, description="Both arms' ECE, MCE, Brier score and reliability diagram."
+    )
     training_health: TrainingHealthStatus | None = None
+    watch: WatchStatus | None = Field(default=None, description="The post-promotion watch.")
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

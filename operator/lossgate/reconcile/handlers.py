@@ -120,7 +120,8 @@ async def wake_on_change(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
 
 @kopf.on.delete(*RESOURCE)
 async def restore_baseline(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    """Deleted mid-rollout: route 100% back to the baseline. After promotion the canary keeps its traffic."""
+    """Deleted mid-rollout: route 100% back to the baseline. After promotion the canary keeps its traffic
+    (in the post-promotion watch it gets the holdback's share too)."""
     deps: Deps = memo["deps"]
     read = status_of(body)  # an unreadable status still says, as a string, whether it was promoted
     phase = read.phase.value if isinstance(read, ModelRolloutStatus) else read.phase
@@ -131,10 +132,16 @@ async def restore_baseline(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: A
         return
     spec, ref = checked
     router = deps.router(ref)
-    got = await to_thread(router.set_weights, Weights(baseline=100, canary=0))
+    # Deleted in the post-promotion watch: the promotion stands, the holdback goes.
+    watching = phase == Phase.WATCHING.value
+    split = Weights(baseline=0, canary=100) if watching else Weights(baseline=100, canary=0)
+    got = await to_thread(router.set_weights, split)
     if isinstance(got, Problem):
         if got.kind in _GONE:
             logger.warning("nothing to restore: %s", got.message)
             return
         raise kopf.TemporaryError(f"could not restore the baseline's traffic: {got.message}", delay=10)
-    logger.info("restored 100%% of traffic to the baseline %s", spec.baseline.version)
+    if watching:
+        logger.info("removed the holdback: 100%% of traffic to the promoted %s", spec.canary.version)
+    else:
+        logger.info("restored 100%% of traffic to the baseline %s", spec.baseline.version)

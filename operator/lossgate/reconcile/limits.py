@@ -24,11 +24,15 @@ from datetime import datetime
 from functools import partial
 from typing import TypeVar
 
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.paired import PairedStats
+from lossgate.core.token_fold import TokenInterval
 from lossgate.ports import (
+    CalibrationSeriesRef,
+    CalibrationSource,
     GuardrailSeriesRef,
     GuardrailSource,
     LabelSource,
@@ -36,6 +40,8 @@ from lossgate.ports import (
     MetricsErrorKind,
     MetricsSource,
     PairedSource,
+    TokenSeriesRef,
+    TokenSource,
 )
 from lossgate.reconcile.batching import LossBatcher
 from lossgate.reconcile.threads import URGENT, to_thread
@@ -246,6 +252,34 @@ async def read_paired(
     fn = partial(inner.paired_intervals, ref, start, end, interval_s)
     if isinstance(metrics, LimitedMetrics):
         got: list[PairedStats] | Problem = await metrics.limiter.call_async(fn, metrics.busy)
+        return metrics._seen(got)
+    return await to_thread(fn)
+
+
+async def read_calibration(
+    metrics: MetricsSource, ref: CalibrationSeriesRef, start: datetime, end: datetime, interval_s: float
+) -> list[CalibrationInterval] | Problem:
+    """The reliability counters' intervals, endpoint-limited; a Problem for a source that reads none."""
+    inner = metrics.inner if isinstance(metrics, LimitedMetrics) else metrics
+    if not isinstance(inner, CalibrationSource):
+        return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no calibration counters")
+    fn = partial(inner.calibration_intervals, ref, start, end, interval_s)
+    if isinstance(metrics, LimitedMetrics):
+        got: list[CalibrationInterval] | Problem = await metrics.limiter.call_async(fn, metrics.busy)
+        return metrics._seen(got)
+    return await to_thread(fn)
+
+
+async def read_tokens(
+    metrics: MetricsSource, ref: TokenSeriesRef, start: datetime, end: datetime, interval_s: float
+) -> list[TokenInterval] | Problem:
+    """The token counters' intervals (spec.analysis.tokenLoss), endpoint-limited."""
+    inner = metrics.inner if isinstance(metrics, LimitedMetrics) else metrics
+    if not isinstance(inner, TokenSource):
+        return Problem(MetricsErrorKind.BAD_QUERY.value, "this metrics source reads no token counters")
+    fn = partial(inner.token_intervals, ref, start, end, interval_s)
+    if isinstance(metrics, LimitedMetrics):
+        got: list[TokenInterval] | Problem = await metrics.limiter.call_async(fn, metrics.busy)
         return metrics._seen(got)
     return await to_thread(fn)
 

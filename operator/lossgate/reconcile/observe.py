@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.checks import ChecksPlan
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
@@ -19,22 +20,27 @@ from lossgate.core.observation import command_from_annotations
 from lossgate.core.paired import PairedStats
 from lossgate.core.paired_step import PairedPlan
 from lossgate.core.step import Gathered, LossPlan, reads_metrics, training_due
+from lossgate.core.token_fold import TokenInterval
 from lossgate.model import ModelRolloutSpec, ModelRolloutStatus
 from lossgate.model.status import Phase
 from lossgate.ports import (
+    CalibrationSeriesRef,
     GuardrailSeriesRef,
     LossSeriesRef,
     MetricsSource,
     MirrorRouter,
+    TokenSeriesRef,
     TrafficRouter,
     VersionSource,
 )
 from lossgate.reconcile.limits import (
+    read_calibration,
     read_class_losses,
     read_guardrail,
     read_label_evidence,
     read_loss_intervals,
     read_paired,
+    read_tokens,
     read_training_run,
 )
 from lossgate.reconcile.threads import to_thread
@@ -61,6 +67,8 @@ async def gather(
     guardrails: tuple[GuardrailSeriesRef, ...] = (),
     per_class: bool = False,
     paired_plan: PairedPlan | None = None,
+    calibration: CalibrationSeriesRef | None = None,
+    token_ref: TokenSeriesRef | None = None,
 ) -> Gathered:
     command = command_from_annotations(annotations)
     weights_task = to_thread(router.get_weights)
@@ -82,11 +90,13 @@ async def gather(
     on = reads_metrics(command)
     paired_task = _paired(metrics, loss_ref, paired_plan if on else None, now - scrape_lag)
     mirror_task = _mirror(router, spec.shadow is not None or status.mirror_percent != 0)
+    cal_task = _calibration(metrics, checks_plan if checks_on else None, calibration, now - scrape_lag)
     core = asyncio.gather(weights_task, loss_task, training_task, version_task, labels_task, checks_task)
+    tokens_task = _tokens(metrics, checks_plan if checks_on else None, token_ref, now - scrape_lag)
     (
         (weights, (loss, probe), training, version, labels, (checks, classes, closed)),
-        (paired, mirror),
-    ) = await asyncio.gather(core, asyncio.gather(paired_task, mirror_task))
+        (paired, mirror, cal, tokens),
+    ) = await asyncio.gather(core, asyncio.gather(paired_task, mirror_task, cal_task, tokens_task))
     return Gathered(
         generation=generation,
         command=command,
@@ -101,7 +111,20 @@ async def gather(
         checks_closed=closed,
         paired=paired,
         mirror=mirror,
+        calibration=cal,
+        tokens=tokens,
     )
+
+
+async def _tokens(
+    metrics: MetricsSource | Problem, plan: ChecksPlan | None, ref: TokenSeriesRef | None, end: datetime
+) -> list[TokenInterval] | Problem | None:
+    """The token counters over the checks' window (spec.analysis.tokenLoss), like a guardrail's."""
+    if ref is None or plan is None or end <= plan.start:
+        return None
+    if isinstance(metrics, Problem):
+        return metrics
+    return await read_tokens(metrics, ref, plan.start, end, plan.interval_s)
 
 
 async def _checks(
@@ -125,6 +148,20 @@ async def _checks(
         asyncio.gather(*reads), _classes(metrics, plan, loss_ref, per_class, end)
     )
     return {g.name: r for g, r in zip(guardrails, got, strict=True)}, classes, closed
+
+
+async def _calibration(
+    metrics: MetricsSource | Problem,
+    plan: ChecksPlan | None,
+    ref: CalibrationSeriesRef | None,
+    end: datetime,
+) -> list[CalibrationInterval] | Problem | None:
+    """The reliability counters over the checks' read window (None: not configured or nothing due)."""
+    if plan is None or ref is None or end <= plan.start:
+        return None
+    if isinstance(metrics, Problem):
+        return metrics
+    return await read_calibration(metrics, ref, plan.start, end, plan.interval_s)
 
 
 async def _classes(

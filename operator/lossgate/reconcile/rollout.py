@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lossgate.adapters.spec_refs import (
+    calibration_ref,
     canary_pods_ref,
     class_checks,
     guardrail_checks,
@@ -21,6 +22,8 @@ from lossgate.adapters.spec_refs import (
     health_config,
     judge_config,
     loss_ref,
+    token_config,
+    token_ref,
 )
 from lossgate.core.actions import EmitEvent, EventType
 from lossgate.core.checks import plan_checks
@@ -76,7 +79,13 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         tuple(guardrail_refs(ns, spec)),
     )
     interval_s = spec.analysis.interval.total_seconds()
-    checks_plan = plan_checks(status, interval_s, guardrails, classes, (g_refs, series))
+    cal_ref = calibration_ref(ns, spec)
+    tokens, t_ref = token_config(spec), token_ref(ns, spec)
+    # t_ref only when set: a rollout without tokenLoss keeps its checks' fingerprint (and folds).
+    refs = (g_refs, series, cal_ref) + ((t_ref,) if t_ref is not None else ())
+    checks_plan = plan_checks(
+        status, interval_s, guardrails, classes, refs, calibrated=cal_ref is not None, tokens=tokens
+    )
     pods = canary_pods_ref(ns, spec)
     got = await gather(
         spec=spec,
@@ -96,10 +105,13 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
         guardrails=g_refs,
         per_class=classes is not None,
         paired_plan=paired_plan,
+        calibration=cal_ref,
+        token_ref=t_ref,
     )
     judged = judge_tick(
-        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes, paired_plan
-    )
+        spec, status, plan, got, config, health_config(spec), checks_plan, guardrails, classes, paired_plan,
+        tokens,
+    )  # fmt: skip
     decision = decide(spec, status, judged.observation, now)
     applied = await apply(decision, router=router, objects=deps.objects, namespace=ns, emit=emit)
 
@@ -110,6 +122,7 @@ async def tick(deps: Deps, body: Mapping[str, Any], emit: Callable[[EmitEvent], 
             "judge_state": _judge_state(decision, judged),
             "checks": list(judged.observation.checks),
             "checks_state": _checks_state(decision, judged),
+            "calibration": judged.calibration if decision.status.step_starts else None,
             "paired_state": None if decision.status.terminal else judged.paired_state,
         }
     )

@@ -15,7 +15,7 @@ from lossgate.reconcile.rollout_gauges import RolloutGauges
 # Decision kinds exported at 0 from a rollout's first tick: alerts take their increase.
 ALERTED_KINDS = (DecisionKind.ROLLBACK.value, DecisionKind.PROMOTE.value)
 OUTCOMES = (DecisionKind.PROMOTE.value, DecisionKind.ROLLBACK.value)
-PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Failed")
+PHASES = ("Pending", "Progressing", "Paused", "Watching", "Promoted", "RolledBack", "Failed")
 
 
 class OperatorMetrics:

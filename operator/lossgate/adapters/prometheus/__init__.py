@@ -13,18 +13,28 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from lossgate.adapters.prometheus.batch import LossRequest, read_batch
+from lossgate.adapters.prometheus.calibration import read_calibration
 from lossgate.adapters.prometheus.client import PromClient, PrometheusConfig, QueryFailed
 from lossgate.adapters.prometheus.guardrails import GuardrailReader
 from lossgate.adapters.prometheus.labels import read_label_evidence
 from lossgate.adapters.prometheus.loss import LossReader
 from lossgate.adapters.prometheus.paired import read_paired
 from lossgate.adapters.prometheus.promql import TemplateError, escape_label_value, quote
+from lossgate.adapters.prometheus.tokens import TokenReader
 from lossgate.adapters.prometheus.training import TrainingReader
+from lossgate.core.calibration import CalibrationInterval
 from lossgate.core.evidence import IntervalStats, Problem, TrainingRun
 from lossgate.core.guardrail import CountInterval
 from lossgate.core.label_checks import LabelEvidence
 from lossgate.core.paired import PairedStats
-from lossgate.ports import GuardrailSeriesRef, LossSeriesRef, MetricsErrorKind
+from lossgate.core.token_fold import TokenInterval
+from lossgate.ports import (
+    CalibrationSeriesRef,
+    GuardrailSeriesRef,
+    LossSeriesRef,
+    MetricsErrorKind,
+    TokenSeriesRef,
+)
 
 __all__ = [
     "LossRequest",
@@ -46,6 +56,7 @@ class PrometheusMetrics:
         self._loss = LossReader(self.client, config)
         self._training = TrainingReader(self.client)
         self._guardrails = GuardrailReader(self._loss)
+        self._tokens = TokenReader(self._loss)
 
     def loss_intervals(
         self, ref: LossSeriesRef, start: datetime, end: datetime, interval_s: float
@@ -85,6 +96,28 @@ class PrometheusMetrics:
         """Per aligned interval, each arm's (requests, outcome sum) for one guardrail (guardrails.py)."""
         try:
             return self._guardrails.read(ref, start, end, interval_s)
+        except QueryFailed as failed:
+            return failed.problem
+        except Exception as err:
+            return _internal(err)
+
+    def calibration_intervals(
+        self, ref: CalibrationSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[CalibrationInterval] | Problem:
+        """Per aligned interval, both arms' reliability counters per confidence bin (calibration.py)."""
+        try:
+            return read_calibration(self._loss, ref, start, end, interval_s)
+        except QueryFailed as failed:
+            return failed.problem
+        except Exception as err:
+            return _internal(err)
+
+    def token_intervals(
+        self, ref: TokenSeriesRef, start: datetime, end: datetime, interval_s: float
+    ) -> list[TokenInterval] | Problem:
+        """Per aligned interval, each arm's six token counters (tokens.py)."""
+        try:
+            return self._tokens.read(ref, start, end, interval_s)
         except QueryFailed as failed:
             return failed.problem
         except Exception as err:
