@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all deps venv lock cluster-bins cluster test test-fast test-training lint crds bench bench-detection bench-training-hooks demo dashboards clean
+.PHONY: all deps venv lock cluster-bins node-bins node-images node-prometheus traefik cluster test test-fast test-training test-node lint crds bench bench-detection bench-training-hooks demo dashboards clean
 
 all: test
 
@@ -24,6 +24,23 @@ lock: venv
 cluster-bins:
 	@bash hack/k8s/build.sh
 
+## The node's images (pause, operator, demo) as OCI archives, built with mmdebstrap + buildah, cached.
+node-images: venv
+	@VENV=$(VENV) bash hack/node/images.sh
+
+## Traefik (the node tier's Gateway API data plane), built from its Go module and cached by version.
+traefik:
+	@bash hack/node/traefik.sh
+
+## Prometheus with Kubernetes discovery (Debian's package has it removed), from its Go module, cached.
+node-prometheus:
+	@bash hack/node/prometheus.sh
+
+## Everything the node tier (tests/node, docs/local-node.md) needs besides cluster-bins: Traefik,
+## Prometheus with Kubernetes discovery and the images, built side by side (hack/node/build-all.sh).
+node-bins: venv
+	@VENV=$(VENV) bash hack/node/build-all.sh
+
 ## Start the local control plane (etcd + kube-apiserver + kube-controller-manager) for manual use.
 cluster: deps venv cluster-bins
 	$(PY) -m lossgate_dev.devenv.cluster
@@ -35,8 +52,12 @@ lint: venv
 	$(VENV)/bin/lint-imports
 
 ## The whole test suite, real API server and real Prometheus included.
-test: deps venv cluster-bins lint
+test: deps venv cluster-bins node-bins lint
 	$(PY) -m pytest
+
+## The node tier alone: a real node, the chart installed with Helm, traffic through Traefik.
+test-node: deps venv cluster-bins node-bins
+	$(PY) -m pytest tests/node
 
 test-fast: venv
 	$(PY) -m pytest tests/unit

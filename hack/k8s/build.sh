@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules
+# Builds kube-apiserver, kube-controller-manager, kubectl, etcd and the node's kubelet,
+# kube-scheduler and kube-proxy from Go modules
 # (no registry hosts these binaries, and no Docker engine runs here) into a cache
 # keyed by version. Rebuilds only what is missing. Prints progress: a cold build
 # takes many minutes on 2 cores.
@@ -12,7 +13,7 @@ BIN="$CACHE/bin"
 mkdir -p "$BIN"
 
 need=()
-for b in kube-apiserver kube-controller-manager kubectl etcd; do
+for b in kube-apiserver kube-controller-manager kubectl etcd kube-scheduler kubelet kube-proxy; do
   [ -x "$BIN/$b" ] || need+=("$b")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -63,6 +64,9 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
 echo "==> resolving modules (go mod tidy; downloads from the Go module proxy)"

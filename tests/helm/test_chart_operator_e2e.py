@@ -1,7 +1,8 @@
 """Real rollouts with the operator running under the chart's ServiceAccount token (not admin): the
 chart's RBAC is enough for everything the operator does, and it logs no refusal. Namespace-scoped
-(a promotion reading a Prometheus Secret by name, then deletion through the finalizer), cluster-wide
-with the default values (a rollback), and two HA replicas with kopf peering (standby, takeover)."""
+(a promotion reading a Prometheus Secret by name, then deletion through the finalizer), and two HA
+replicas with kopf peering (standby, takeover). Cluster-wide with the default values (a rollback)
+runs as a real pod on the node tier: tests/node/test_node_rollouts.py."""
 
 from __future__ import annotations
 
@@ -181,36 +182,3 @@ def test_two_replicas_with_peering_one_handles_the_rollout(
         finally:
             for s in servers:
                 s.stop()
-
-
-def test_a_rollback_under_the_default_cluster_wide_values(
-    kube: Kube, stack: Stack, namespace: str, release_namespace: str
-) -> None:
-    # Given the chart with its default values: cluster-wide, no Secret access at all
-    with installed(kube, release_namespace, {}) as inst:
-        sc = Scenario("digits", "bad")
-        sc.prepare(stack, namespace)
-        stack.backfill_training({sc.run: None})
-        assert sc.driver is not None
-        sc.driver.start()
-        try:
-            # When the operator watches all namespaces with only the chart ServiceAccount's token
-            kubeconfig = stack.plane.write_kubeconfig(
-                stack.workdir / "sa.kubeconfig",
-                inst.service_account,
-                inst.token,
-            )
-            operator = stack.start_operator([], extra_env={"KUBECONFIG": str(kubeconfig)})
-            stack.apply_rollout(namespace, sc.manifest(stack.prom.url))
-            got = stack.wait_phase(namespace, "digits", TERMINAL, timeout=240)
-        finally:
-            sc.driver.stop()
-        # Then the worse canary is rolled back: the route written back to 100/0 and the Warning posted
-        assert got["status"]["phase"] == "RolledBack", history(stack, namespace)
-        assert stack.route_weights(namespace, "digits") == {"digits-v1": 100, "digits-v2": 0}
-        events = client.CoreV1Api(kube.api_client).list_namespaced_event(namespace).items
-        assert [e.type for e in events if e.reason == "LossRegression"] == ["Warning"]
-        # And the cluster-wide operator met no refusal (it lists no namespaces in this mode)
-        refused = [x for x in operator.log.read_text(errors="replace").splitlines() if REFUSALS.search(x)]
-        assert refused == [], "\n".join(refused[:20])
-        assert operator.alive()

@@ -30,7 +30,8 @@ GW_GROUP, GW_VERSION = "gateway.networking.k8s.io", "v1"
 
 
 class _Backend:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, host_header: str | None = None) -> None:
+        self.headers = {"Content-Type": "application/json"} | ({"Host": host_header} if host_header else {})
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
@@ -39,7 +40,7 @@ class _Backend:
         body = json.dumps(doc).encode()
         for attempt in (1, 2):  # one reconnect: the server may have closed an idle keep-alive socket
             try:
-                self.conn.request("POST", path, body, {"Content-Type": "application/json"})
+                self.conn.request("POST", path, body, self.headers)
                 resp = self.conn.getresponse()
                 data = resp.read()
                 if resp.status != 200:

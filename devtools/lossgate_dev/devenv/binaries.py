@@ -29,3 +29,16 @@ def k8s_bin_dir() -> Path:
             "Build them with `make cluster-bins` (hack/k8s/build.sh; several minutes cold, cached after)."
         )
     return d
+
+
+def node_prometheus_binary() -> Path:
+    """Prometheus with Kubernetes discovery (hack/node/prometheus.sh), for the node tier only."""
+    override = os.environ.get("LOSSGATE_PROMETHEUS_BIN")
+    version = versions()["PROMETHEUS_MODULE_VERSION"]
+    path = Path(override) if override else cache_root() / "prometheus" / version / "prometheus"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Prometheus with Kubernetes discovery missing at {path}: Debian's package has it removed. "
+            "Build it with `make node-prometheus` (hack/node/prometheus.sh; minutes cold, cached after)."
+        )
+    return path

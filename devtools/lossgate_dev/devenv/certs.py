@@ -20,8 +20,9 @@ class Pki:
     sa_pub: Path
 
 
-def make_pki(directory: Path) -> Pki:
-    """A CA, a serving cert for 127.0.0.1/localhost/kubernetes.default, and a service-account key pair."""
+def make_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """A CA, a serving cert for 127.0.0.1/localhost/kubernetes.default (and extra_ips), and a
+    service-account key pair."""
     d = directory
     d.mkdir(parents=True, exist_ok=True)
     _openssl(
@@ -43,7 +44,9 @@ def make_pki(directory: Path) -> Pki:
     (d / "san.cnf").write_text(
         "[req]\ndistinguished_name=dn\n[dn]\n[ext]\n"
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1\n"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1"
+        + "".join(f",IP:{ip}" for ip in extra_ips)
+        + "\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
     )
     _openssl(

@@ -1,8 +1,10 @@
 """A real local Kubernetes control plane on loopback: etcd + kube-apiserver + kube-controller-manager.
 
-Token authentication and RBAC authorization are on, as in a real cluster. There is no kubelet:
-Deployments get ReplicaSets and Pods objects, but no container runs (the demo and tests run the
-model servers as local processes instead).
+Token authentication and Node + RBAC authorization are on, as in a real cluster. By default there
+is no kubelet: Deployments get ReplicaSets and Pods objects, but no container runs (the demo and
+tests run the model servers as local processes instead). The node tier (devenv/node.py) starts the
+plane on a host-only address that pods can reach, and adds a kubelet, kube-proxy and scheduler with
+the identities below (the bootstrap RBAC roles of a real cluster grant them what they need).
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from lossgate_dev.devenv.certs import make_pki
 from lossgate_dev.devenv.procs import Server, free_port, wait_until
 
 ADMIN_USER = "lossgate-admin"
+NODE_NAME = "lossgate-node"
+# user name -> groups of the node components' static tokens (bootstrap RBAC binds these names).
+NODE_IDENTITIES = {
+    f"system:node:{NODE_NAME}": "system:nodes",
+    "system:kube-scheduler": "",
+    "system:kube-proxy": "",
+}
 
 
 @dataclass
@@ -35,10 +44,14 @@ class ControlPlane:
     ca_cert: Path = Path()
     # Extra users from the static token file: name -> token (no groups, so RBAC denies them).
     tokens: dict[str, str] = field(default_factory=dict)
+    # Where the API server listens and what it advertises (the `kubernetes` Service's endpoint).
+    address: str = "127.0.0.1"
 
     @classmethod
-    def start(cls, workdir: Path | None = None, controller_manager: bool = True) -> ControlPlane:
-        cp = cls(Path(workdir or tempfile.mkdtemp(prefix="lossgate-kube-")))
+    def start(
+        cls, workdir: Path | None = None, controller_manager: bool = True, address: str = "127.0.0.1"
+    ) -> ControlPlane:
+        cp = cls(Path(workdir or tempfile.mkdtemp(prefix="lossgate-kube-")), address=address)
         try:
             cp._start(controller_manager)
         except BaseException:
@@ -48,16 +61,19 @@ class ControlPlane:
 
     def _start(self, controller_manager: bool) -> None:
         d = self.workdir
-        pki = make_pki(d / "pki")
+        pki = make_pki(d / "pki", extra_ips=(self.address,) if self.address != "127.0.0.1" else ())
         self.ca_cert = pki.ca_cert
         self.admin_token = secrets.token_hex(16)
         kcm_token = secrets.token_hex(16)
-        self.tokens = {"nobody": secrets.token_hex(16)}
+        self.tokens = {"nobody": secrets.token_hex(16)} | {u: secrets.token_hex(16) for u in NODE_IDENTITIES}
         # token,user,uid,"groups": the admin and the controller-manager are cluster admins.
+        node_lines = "".join(
+            f'{self.tokens[u]},{u},{10 + i},"{g}"\n' for i, (u, g) in enumerate(NODE_IDENTITIES.items())
+        )
         (d / "tokens.csv").write_text(
             f'{self.admin_token},{ADMIN_USER},1,"system:masters"\n'
             f'{kcm_token},system:kube-controller-manager,2,"system:masters"\n'
-            f"{self.tokens['nobody']},nobody,3\n"
+            f"{self.tokens['nobody']},nobody,3\n" + node_lines
         )
 
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
@@ -80,27 +96,28 @@ class ControlPlane:
         )
         wait_until(lambda: _http_ok(f"{etcd_url}/health"), 60, "etcd /health", etcd)
 
-        self.server_url = f"https://127.0.0.1:{api_port}"
+        self.server_url = f"https://{self.address}:{api_port}"
         api = self._spawn(
             "kube-apiserver",
             [
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={api_port}",
                 f"--cert-dir={d / 'pki'}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
                 f"--token-auth-file={d / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC",
                 "--anonymous-auth=false",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--enable-priority-and-fairness=false",
+                "--kubelet-preferred-address-types=InternalIP",  # logs/exec reach the node by its IP
                 "--profiling=false",
                 "--v=1",
             ],
@@ -120,7 +137,9 @@ class ControlPlane:
                     "--leader-elect=false",
                     f"--service-account-private-key-file={pki.sa_key}",
                     f"--root-ca-file={pki.ca_cert}",
-                    "--controllers=*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,"
+                    # With a node, the node lifecycle controller lifts the not-ready taint once Ready.
+                    f"--controllers=*,-nodeipam,{'' if self.address != '127.0.0.1' else '-nodelifecycle,'}"
+                    "-attachdetach,-persistentvolume-binder,"
                     "-persistentvolume-expander,-cloud-node-lifecycle,-service-lb-controller,-route",
                     "--concurrent-deployment-syncs=2",
                     "--concurrent-replicaset-syncs=2",

@@ -25,7 +25,7 @@ scrape_configs:
   - job_name: honor
     honor_labels: true
     file_sd_configs: [{{files: ["{sd}/honor.json"], refresh_interval: 1s}}]
-"""
+{extra}"""
 
 
 def _binary(name: str) -> str:
@@ -41,12 +41,29 @@ class Prometheus:
     scrape_interval: str = "1s"
     port: int = 0
     server: Server | None = None
+    # Where it listens: loopback, or the node tier's host-only address (pods query it there).
+    host: str = "127.0.0.1"
+    # The binary: Debian's by default; the node tier's own build (it has Kubernetes discovery).
+    binary: str = ""
     _targets: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"targets": [], "honor": []})
 
     @classmethod
-    def start(cls, workdir: Path | None = None, scrape_interval: str = "1s", port: int = 0) -> Prometheus:
+    def start(
+        cls,
+        workdir: Path | None = None,
+        scrape_interval: str = "1s",
+        port: int = 0,
+        host: str = "127.0.0.1",
+        extra_scrape_configs: str = "",
+        binary: str = "",
+    ) -> Prometheus:
+        """extra_scrape_configs: YAML list items appended under scrape_configs (indented 2)."""
         p = cls(
-            Path(workdir or tempfile.mkdtemp(prefix="lossgate-prom-")), scrape_interval, port or free_port()
+            Path(workdir or tempfile.mkdtemp(prefix="lossgate-prom-")),
+            scrape_interval,
+            port or free_port(),
+            host=host,
+            binary=binary,
         )
         (p.workdir / "sd").mkdir(parents=True, exist_ok=True)
         for job in p._targets:
@@ -54,7 +71,10 @@ class Prometheus:
         secs = float(scrape_interval.rstrip("s"))
         (p.workdir / "prometheus.yml").write_text(
             _CONFIG.format(
-                interval=scrape_interval, timeout=f"{int(max(secs * 0.8, 0.5) * 1000)}ms", sd=p.workdir / "sd"
+                interval=scrape_interval,
+                timeout=f"{int(max(secs * 0.8, 0.5) * 1000)}ms",
+                sd=p.workdir / "sd",
+                extra=extra_scrape_configs,
             )
         )
         p._launch()
@@ -62,16 +82,16 @@ class Prometheus:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def _launch(self) -> None:
         self.server = Server(
             "prometheus",
             [
-                _binary("prometheus"),
+                self.binary or _binary("prometheus"),
                 f"--config.file={self.workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.listen-address={self.host}:{self.port}",
                 "--web.enable-lifecycle",
                 "--storage.tsdb.retention.time=30d",
                 "--log.level=warn",
