@@ -44,11 +44,28 @@ HUGE_COUNTER = TrainingRun(
     run="r",
     ranks=(RankSeries("0", steps=(1.0, 0.0), loss=(), grad_norm=(), nonfinite_total=(2.9e293, 1.797e308)),),
 )
+# A loss scale at the smallest normal double: its drop below the running median is ~708 in log,
+# whose exp overflowed the message's ratio (hypothesis found it in a full run).
+TINY_SCALE = TrainingRun(
+    run="r",
+    ranks=(
+        RankSeries(
+            "0",
+            steps=(6.0, 5.0, 5.0, 5.0, 0.0, 5.0, 0.0, 5.0),
+            loss=(),
+            grad_norm=(),
+            nonfinite_total=(),
+            loss_scale=(1.1125369292536007e-308, 1.0, 1.0, 3.0, 0.0, 3.0, 0.0, 3.0),
+        ),
+    ),
+    fp16=True,
+)
 
 
 @settings(max_examples=150, deadline=None)
 @given(runs())
 @example(HUGE_COUNTER)
+@example(TINY_SCALE)
 def test_any_input_gives_a_verdict_with_finite_numbers(run: TrainingRun) -> None:
     # Given any series the types allow (NaN, infinities, ragged lengths, unsorted steps)
     # When assessed

@@ -254,8 +254,9 @@ def _assess_rank(series: RankSeries, fp16: bool, cfg: HealthConfig, out: _Findin
             drop = scale_tr.median - log_scale
         if np.any(np.nan_to_num(drop, nan=0.0) > math.log(cfg.loss_scale_drop)):
             collapse = True
-            worst = math.exp(float(np.nanmax(drop)))
-            out.fails.append(f"{name}: fp16 loss scale fell {worst:.0f}x below its running median")
+            # Capped below exp's overflow: a scale near the smallest double is a drop of ~700 in log.
+            worst = math.exp(min(float(np.nanmax(drop)), 700.0))
+            out.fails.append(f"{name}: fp16 loss scale fell {worst:.3g}x below its running median")
 
     return _RankStats(
         nonfinite=applied_count,
