@@ -11,12 +11,20 @@ from pathlib import Path
 from lossgate_dev.devenv.procs import free_port
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "local_norm_check.py"
-CASES = {"default", "bucket_view", "fp16_compress", "no_sync_accumulation", "no_sync_bucket_view"}
+CASES = {
+    "default",
+    "bucket_view",
+    "fp16_compress",
+    "no_sync_accumulation",
+    "no_sync_bucket_view",
+    "find_unused_parameters",
+}
 
 
 def test_the_hook_reads_each_ranks_own_norm_in_every_ddp_mode(tmp_path: Path) -> None:
     # Given a 2-rank DDP job whose ranks' gradients differ tenfold, in each mode the hook handles
-    # (default buckets, gradient_as_bucket_view, an fp16 compression hook, no_sync accumulation)
+    # (default buckets, gradient_as_bucket_view, an fp16 compression hook, no_sync accumulation,
+    # find_unused_parameters)
     out = tmp_path / "rows"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                 f"--master_port={free_port()}", "--master_addr=127.0.0.1"]  # fmt: skip
@@ -37,3 +45,9 @@ def test_the_hook_reads_each_ranks_own_norm_in_every_ddp_mode(tmp_path: Path) ->
     by_case = {(r["case"], r["rank"]): r["hook"] for r in rows}
     for name in CASES:
         assert by_case[(name, 1)] > 3 * by_case[(name, 0)]
+    # And autograd calls into Python once per large parameter plus the first and last small ones (6
+    # parameters, one large): every parameter only when DDP may leave some unused (or the bucket is
+    # the gradient)
+    hooks = {r["case"]: r["hooks"] for r in rows}
+    assert hooks["default"] == hooks["no_sync_accumulation"] == hooks["fp16_compress"] == 3
+    assert hooks["find_unused_parameters"] == hooks["bucket_view"] == 6

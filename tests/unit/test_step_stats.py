@@ -4,6 +4,7 @@ reference (lossgate.core.health_rules): same trailing median/MAD, z, ratio, spik
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -18,7 +19,8 @@ from lossgate.core.health_rules import (
     safe_log,
     trailing_robust,
 )
-from lossgate.instrument.step_stats import GateSettings, StepStats, WindowMean
+from lossgate.instrument.robust_window import TrailingRobust
+from lossgate.instrument.step_stats import GateSettings, StepCounts, StepStats
 
 SETTINGS = GateSettings(window=24, min_history=6, warmup_steps=5.0, recovery_steps=12, recovery_fraction=0.75)
 
@@ -103,19 +105,78 @@ def test_streaming_z_and_ratio_equal_the_gate_reference(data: tuple[np.ndarray, 
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
-@given(st.lists(st.one_of(st.floats(-50, 50), st.just(math.nan)), max_size=200), st.integers(1, 40))
-def test_window_mean_is_the_mean_of_the_last_window_finite_values(values: list[float], window: int) -> None:
-    # Given any sequence with gaps; when pushed one by one
-    m = WindowMean(window)
-    for i, v in enumerate(values):
-        m.push(v)
-        # Then the mean is that of the finite values among the last `window`
-        tail = [x for x in values[max(0, i + 1 - window) : i + 1] if not math.isnan(x)]
-        assert m.count == len(tail)
+@given(
+    st.lists(st.one_of(st.floats(-50, 50), st.just(math.nan)), max_size=200),
+    st.integers(1, 40),
+    st.lists(st.integers(1, 50), min_size=1),
+)
+def test_window_mean_is_the_mean_of_the_last_window_finite_values(
+    values: list[float], window: int, sizes: list[int]
+) -> None:
+    # Given any sequence with gaps, pushed in batches of any sizes
+    robust = TrailingRobust(window, 1, 0.01)
+    pushed = 0
+    for size in itertools.cycle(sizes):
+        if pushed >= len(values):
+            break
+        robust.push_many(np.array(values[pushed : pushed + size], dtype=np.float64))
+        pushed = min(len(values), pushed + size)
+        # Then the window mean is that of the finite values among the last `window` pushed
+        tail = [x for x in values[max(0, pushed - window) : pushed] if not math.isnan(x)]
+        mean, count = robust.window_mean()
+        assert count == len(tail)
         if tail:
-            assert math.isclose(m.mean, math.fsum(tail) / len(tail), rel_tol=1e-9, abs_tol=1e-9)
+            assert math.isclose(mean, math.fsum(tail) / len(tail), rel_tol=1e-9, abs_tol=1e-9)
         else:
-            assert math.isnan(m.mean)
+            assert math.isnan(mean)
+
+
+@st.composite
+def steps(draw: st.DrawFn) -> np.ndarray:
+    """Rows of update_batch: spikes, gaps, Inf, runs of skipped steps and a halving loss scale."""
+    grad, loss = draw(series())
+    n = len(grad)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    skipped = rng.random(n) < draw(st.sampled_from([0.0, 0.05, 0.3]))
+    amp = draw(st.booleans())
+    scale = np.where(amp, 2.0 ** (16 - np.cumsum(skipped)), np.nan)
+    bad = ~(np.isfinite(grad) & np.isfinite(loss))
+    return np.column_stack([np.arange(n, dtype=np.float64), loss, grad, scale, bad, skipped])
+
+
+def _comparable(c: StepCounts) -> dict[str, object]:
+    out = dict(vars(c))
+    for name in ("grad_z_sum", "loss_z_sum", "ratio_sum", "log_loss_sum", "log_loss_sq", "log_grad_sum",
+                 "log_grad_sq"):  # fmt: skip
+        out[name] = round(out[name], 6)
+    out["window_mean"] = {k: (round(m, 9), n) for k, (m, n) in c.window_mean.items()}
+    return out
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(steps(), st.lists(st.integers(1, 90), min_size=1, max_size=6))
+def test_any_split_into_batches_gives_the_counts_of_one_step_at_a_time(
+    rows: np.ndarray, sizes: list[int]
+) -> None:
+    # Given a rank's steps (fp32 or fp16 with skips), fed one at a time
+    settings_ = GateSettings(
+        window=24, min_history=6, warmup_steps=5.0, recovery_steps=12, max_consecutive_skips=(2, 3),
+        loss_scale_drop=(4.0,), min_loss_scale=2.0**12,
+    )  # fmt: skip
+    one = StepStats(settings_)
+    for row in rows:
+        one.update(row[0], row[1], row[2], None if math.isnan(row[3]) else row[3], bool(row[4]), bool(row[5]))
+    # When the same steps are fed in batches of any sizes (as the exporter folds them)
+    batched = StepStats(settings_)
+    start = 0
+    for size in itertools.cycle(sizes):
+        if start >= len(rows):
+            break
+        batched.update_batch(rows[start : start + size])
+        start += size
+    # Then every count, histogram, burst, recovery and running mean is the same
+    assert _comparable(batched.counts) == _comparable(one.counts)
+    assert np.array_equal(np.array(batched.last), np.array(one.last), equal_nan=True)
 
 
 def test_skips_scale_and_nonfinite_counts() -> None:

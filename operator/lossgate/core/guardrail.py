@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from lossgate.core.bounded import NOT_WORSE, REGRESSION
 from lossgate.core.bounded_diff import DiffNull, DiffStart, confidence_bound, diff_path
+from lossgate.core.fold_codec import decode_common, encode_common
 from lossgate.core.judge import used_intervals
 from lossgate.core.verdicts import LossVerdict
 
@@ -205,9 +206,7 @@ def evaluate(intervals: Sequence[CountInterval], config: CheckConfig) -> CheckRe
 
 # --- status encoding: plain lists of floats (JSON keeps every float's bits) ---------------------------
 
-_LOOK = tuple(f.name for f in fields(Look))
 _SCALARS = ("n_b", "s_b", "n_c", "s_c", "info", "wsum", "log_p_regression", "log_p_not_worse")
-_GRIDS = ("reg_a", "reg_c", "nw_a", "nw_c")
 
 
 class CorruptCheckState(ValueError):
@@ -215,56 +214,19 @@ class CorruptCheckState(ValueError):
 
 
 def encode(fold: CheckFold) -> dict[str, list[float]]:
-    d = fold.diff
-    out = {
-        "counts": [float(fold.looks), float(fold.dropped)],
-        "lastWeight": [] if fold.last_weight is None else [float(fold.last_weight)],
-        "sums": [float(getattr(d, name)) for name in _SCALARS],
-        "cs": [] if fold.cs is None else [fold.cs[0], fold.cs[1]],
-        "regressionAt": _look(fold.regression_at),
-        "notWorseAt": _look(fold.not_worse_at),
-        "latest": _look(fold.latest),
-    }
-    for name in _GRIDS:
-        out[name] = [float(x) for x in np.asarray(getattr(d, name))]
-    return out
+    return encode_common(fold, fold.diff) | {"sums": [float(getattr(fold.diff, name)) for name in _SCALARS]}
 
 
 def decode(numbers: Mapping[str, Sequence[float]]) -> CheckFold:
     try:
-        looks, dropped = (int(x) for x in numbers["counts"])
+        common, g = decode_common(numbers, Look, DiffStart().reg_a.shape, CorruptCheckState)
         sums = [float(x) for x in numbers["sums"]]
-        grids = {name: np.asarray(numbers[name], dtype=np.float64) for name in _GRIDS}
-        if len(sums) != len(_SCALARS) or any(g.shape != DiffStart().reg_a.shape for g in grids.values()):
+        if len(sums) != len(_SCALARS):
             raise CorruptCheckState("wrong number of running sums")
-        cs = [float(x) for x in numbers["cs"]]
-        weight = [float(x) for x in numbers["lastWeight"]]
         n_b, s_b, n_c, s_c, info, wsum, log_p_reg, log_p_nw = sums
         diff = DiffStart(
-            n_b, s_b, n_c, s_c, info, wsum, grids["reg_a"], grids["reg_c"], grids["nw_a"], grids["nw_c"],
-            log_p_reg, log_p_nw,
-        )  # fmt: skip
-        return CheckFold(
-            looks=looks,
-            dropped=dropped,
-            last_weight=weight[0] if weight else None,
-            diff=diff,
-            cs=(cs[0], cs[1]) if cs else None,
-            regression_at=_unlook(numbers["regressionAt"]),
-            not_worse_at=_unlook(numbers["notWorseAt"]),
-            latest=_unlook(numbers["latest"]),
+            n_b, s_b, n_c, s_c, info, wsum, g["reg_a"], g["reg_c"], g["nw_a"], g["nw_c"], log_p_reg, log_p_nw
         )
+        return CheckFold(diff=diff, **common)
     except (KeyError, ValueError, TypeError, IndexError) as err:
         raise CorruptCheckState(str(err)) from err
-
-
-def _look(at: Look | None) -> list[float]:
-    return [] if at is None else [float(getattr(at, name)) for name in _LOOK]
-
-
-def _unlook(xs: Sequence[float]) -> Look | None:
-    if not xs:
-        return None
-    if len(xs) != len(_LOOK):
-        raise CorruptCheckState("wrong look length")
-    return Look(int(xs[0]), *(float(x) for x in xs[1:]))

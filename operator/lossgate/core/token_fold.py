@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import astuple, dataclass, field
 
 import numpy as np
 
 from lossgate.core.bounded import NOT_WORSE, REGRESSION
+from lossgate.core.fold_codec import decode_common, encode_common
 from lossgate.core.judge import used_intervals
 from lossgate.core.token_loss import ARM_FIELDS, TokenNull, TokenStart, confidence_bound, token_path
 from lossgate.core.verdicts import LossVerdict
@@ -213,70 +214,31 @@ def evaluate(intervals: Sequence[TokenInterval], config: TokenConfig) -> TokenRe
 
 # --- status encoding: plain lists of floats (JSON keeps every float's bits) ---------------------------
 
-_LOOK = tuple(f.name for f in fields(Look))
-_GRIDS = ("reg_a", "reg_c", "nw_a", "nw_c")
-
 
 class CorruptTokenState(ValueError):
-    """Numbers that cannot be this check's fold."""
+    """Numbers that cannot be the token-loss fold."""
 
 
 def encode(fold: TokenFold) -> dict[str, list[float]]:
     s = fold.state
-    out = {
-        "counts": [float(fold.looks), float(fold.dropped)],
-        "lastWeight": [] if fold.last_weight is None else [float(fold.last_weight)],
+    return encode_common(fold, s) | {
         "armB": [float(x) for x in np.asarray(s.arm_b)],
         "armC": [float(x) for x in np.asarray(s.arm_c)],
         "sums": [float(s.info), float(s.wsum), float(s.log_p_regression), float(s.log_p_not_worse)],
-        "cs": [] if fold.cs is None else [fold.cs[0], fold.cs[1]],
-        "regressionAt": _look(fold.regression_at),
-        "notWorseAt": _look(fold.not_worse_at),
-        "latest": _look(fold.latest),
     }
-    for name in _GRIDS:
-        out[name] = [float(x) for x in np.asarray(getattr(s, name))]
-    return out
 
 
 def decode(numbers: Mapping[str, Sequence[float]]) -> TokenFold:
     try:
-        looks, dropped = (int(x) for x in numbers["counts"])
+        common, g = decode_common(numbers, Look, TokenStart().reg_a.shape, CorruptTokenState)
         info, wsum, log_p_reg, log_p_nw = (float(x) for x in numbers["sums"])
-        grids = {name: np.asarray(numbers[name], dtype=np.float64) for name in _GRIDS}
         arm_b = np.asarray(numbers["armB"], dtype=np.float64)
         arm_c = np.asarray(numbers["armC"], dtype=np.float64)
-        if any(g.shape != TokenStart().reg_a.shape for g in grids.values()) or not (
-            arm_b.shape == arm_c.shape == (len(ARM_FIELDS),)
-        ):
+        if not arm_b.shape == arm_c.shape == (len(ARM_FIELDS),):
             raise CorruptTokenState("wrong number of running sums")
-        cs = [float(x) for x in numbers["cs"]]
-        weight = [float(x) for x in numbers["lastWeight"]]
         state = TokenStart(
-            arm_b, arm_c, info, wsum, grids["reg_a"], grids["reg_c"], grids["nw_a"], grids["nw_c"],
-            log_p_reg, log_p_nw,
-        )  # fmt: skip
-        return TokenFold(
-            looks=looks,
-            dropped=dropped,
-            last_weight=weight[0] if weight else None,
-            state=state,
-            cs=(cs[0], cs[1]) if cs else None,
-            regression_at=_unlook(numbers["regressionAt"]),
-            not_worse_at=_unlook(numbers["notWorseAt"]),
-            latest=_unlook(numbers["latest"]),
+            arm_b, arm_c, info, wsum, g["reg_a"], g["reg_c"], g["nw_a"], g["nw_c"], log_p_reg, log_p_nw
         )
+        return TokenFold(state=state, **common)
     except (KeyError, ValueError, TypeError, IndexError) as err:
         raise CorruptTokenState(str(err)) from err
-
-
-def _look(at: Look | None) -> list[float]:
-    return [] if at is None else [float(getattr(at, name)) for name in _LOOK]
-
-
-def _unlook(xs: Sequence[float]) -> Look | None:
-    if not xs:
-        return None
-    if len(xs) != len(_LOOK):
-        raise CorruptTokenState("wrong look length")
-    return Look(int(xs[0]), *(float(x) for x in xs[1:]))

@@ -5,10 +5,11 @@ loss-scale collapse. Sampled from gauges it sees one step in 20-200; computed he
 exported as counters and histograms (lossgate.instrument.training), the operator reads exact counts
 over any window by differencing them, as it does for the loss counters.
 
-The arithmetic mirrors core.health_rules exactly (a property test compares them): the trailing
-median and 1.4826 MAD of the `window` post-warm-up steps before a step, refreshed every window // 30
-steps and held in between, floored at `scale_floor`, NaN with fewer than `min_history` finite points.
-Pure Python + numpy: no torch here, and nothing of the operator.
+The arithmetic mirrors core.health_rules exactly (a property test compares them); the trailing
+statistics are lossgate.instrument.robust_window's. Steps arrive in batches (the exporter folds them
+every few dozen steps): everything but spike events and the recovery that follows them is a few numpy
+calls per batch, because inside a training loop every Python call runs with cold caches and costs
+several times its price in a tight loop. Pure Python + numpy: no torch, nothing of the operator.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MAD_TO_SD = 1.4826
+from lossgate.instrument.robust_window import TrailingRobust, safe_log
+
 SPIKE_SPAN = 1000  # "spikes per 1000 steps"
 PENDING_MIN_POINTS = 10  # a recovery is reported pending once this many points followed the spike
 Z_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 15.0, 20.0, 50.0)
@@ -75,90 +77,6 @@ class GateSettings:
     @property
     def ratio_buckets(self) -> tuple[float, ...]:
         return _merge(RATIO_BUCKETS, self.max_grad_norm_spike)
-
-
-class TrailingRobust:
-    """The trailing median / robust scale of one log series, as core.health_rules.trailing_robust.
-
-    The history is a ring buffer (a median does not care about order) and a refresh is two partitions,
-    so a step costs about a microsecond: this runs inside the training loop."""
-
-    def __init__(self, window: int, min_history: int, scale_floor: float) -> None:
-        self.window, self.min_history, self.scale_floor = window, min_history, scale_floor
-        self.stride = max(1, window // 30)
-        self._ring = np.empty(window, dtype=np.float64)
-        self._size = 0  # values held (at most window)
-        self._nans = 0  # NaN values held
-        self.index = 0
-        self.median = math.nan
-        self.scale = math.nan
-
-    def push(self, value: float) -> tuple[float, float]:
-        """The (median, scale) that judge `value`, then `value` joins the history."""
-        if self.index % self.stride == 0:
-            self._refresh()
-        slot = self.index % self.window
-        if self._size == self.window:
-            self._nans -= math.isnan(self._ring[slot])
-        else:
-            self._size += 1
-        self._ring[slot] = value
-        self._nans += math.isnan(value)
-        self.index += 1
-        return self.median, self.scale
-
-    def _refresh(self) -> None:
-        if self._size - self._nans < self.min_history:
-            self.median = self.scale = math.nan
-            return
-        arr = self._ring[: self._size]
-        if self._nans:
-            arr = arr[~np.isnan(arr)]
-        med = _median(arr.copy())
-        self.median = med
-        self.scale = max(MAD_TO_SD * _median(np.abs(arr - med)), self.scale_floor)
-
-
-def _median(work: np.ndarray) -> float:
-    """np.median's value (the mean of the two middle values for an even count), by partitioning `work`
-    in place: several times cheaper than np.median on a few hundred values."""
-    n = len(work)
-    half = n // 2
-    if n % 2:
-        work.partition(half)
-        return float(work[half])
-    work.partition((half - 1, half))
-    return float((work[half - 1] + work[half]) / 2.0)
-
-
-def safe_log(x: float) -> float:
-    return math.log(x) if math.isfinite(x) and x > 0 else math.nan
-
-
-class WindowMean:
-    """Mean of the finite values among the last `window` post-warm-up steps (O(1) per step)."""
-
-    def __init__(self, window: int) -> None:
-        self.values: deque[float] = deque(maxlen=window)
-        self.total = 0.0
-        self.count = 0
-
-    def push(self, value: float) -> None:
-        if len(self.values) == self.values.maxlen:
-            old = self.values[0]
-            if not math.isnan(old):
-                self.total -= old
-                self.count -= 1
-        self.values.append(value)
-        if not math.isnan(value):
-            self.total += value
-            self.count += 1
-        if self.count == 0:
-            self.total = 0.0  # no drift once the window holds nothing finite
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else math.nan
 
 
 @dataclass
@@ -218,15 +136,16 @@ def _cumulative(buckets: list[int]) -> list[int]:
 
 
 class StepStats:
-    """Feed every optimizer step of one rank; `counts` holds what the exporter exports."""
+    """Feed every optimizer step of one rank (update_batch, or update for one); `counts` holds what the
+    exporter exports. Any split of the same steps into batches gives the same counts."""
 
     def __init__(self, settings: GateSettings | None = None) -> None:
         s = self.settings = settings or GateSettings()
         self.grad = TrailingRobust(s.window, s.min_history, s.scale_floor)
         self.loss = TrailingRobust(s.window, s.min_history, s.scale_floor)
         self.scale = TrailingRobust(s.window, s.min_history, s.scale_floor)
-        self.means = {"loss": WindowMean(s.window), "grad_norm": WindowMean(s.window)}
         self.z_bounds, self.ratio_bounds = s.z_buckets, s.ratio_buckets
+        self._z_edges, self._ratio_edges = np.array(self.z_bounds), np.array(self.ratio_bounds)
         c = self._counts = StepCounts()
         c.grad_z = [0] * (len(self.z_bounds) + 1)
         c.loss_z = [0] * (len(self.z_bounds) + 1)
@@ -259,66 +178,94 @@ class StepStats:
         for name in ("unrecovered", "pending", "skip_runs", "scale_collapse"):
             setattr(out, name, dict(getattr(c, name)))
         if self._post:
-            out.window_mean = {k: (m.mean, m.count) for k, m in self.means.items()}
+            out.window_mean = {"loss": self.loss.window_mean(), "grad_norm": self.grad.window_mean()}
         return out
 
     def update(
         self, step: float, loss: float, grad_norm: float, loss_scale: float | None, bad: bool, skipped: bool
     ) -> None:
-        c, s = self._counts, self.settings
-        c.steps += 1
-        c.nonfinite += int(bad or skipped)
-        c.skipped += int(skipped)
-        self._scale(step, loss_scale, skipped)
-        if step < s.warmup_steps:
-            return
-        index = self._post
-        self._post += 1
-        lg, ll = safe_log(grad_norm), safe_log(loss)
-        med_g, sc_g = self.grad.push(lg)
-        med_l, sc_l = self.loss.push(ll)
-        z_g, z_l = (lg - med_g) / sc_g, (ll - med_l) / sc_l  # NaN propagates: not judged
-        ratio = math.exp(min(lg - med_g, 700.0)) if not math.isnan(z_g) else math.nan
-        self.last = (z_g, z_l, ratio)
-        if not (math.isnan(z_g) and math.isnan(z_l)):
-            c.assessed += 1
-        if not math.isnan(z_g):
-            _observe(c.grad_z, self.z_bounds, z_g)
-            c.grad_z_sum += z_g
-            _observe(c.ratio, self.ratio_bounds, ratio)
-            c.ratio_sum += ratio
-        if not math.isnan(z_l):
-            _observe(c.loss_z, self.z_bounds, z_l)
-            c.loss_z_sum += z_l
-        started = {k: self._event(k, z_g if k[0] == "grad_norm" else z_l, index) for k in self._spikes}
-        self._recovery(ll, med_l, sc_l, started)
-        self.means["loss"].push(ll)
-        self.means["grad_norm"].push(lg)
-        if not math.isnan(ll):
-            c.log_loss_sum += ll
-            c.log_loss_sq += ll * ll
-            c.log_loss_n += 1
-        if not math.isnan(lg):
-            c.log_grad_sum += lg
-            c.log_grad_sq += lg * lg
-            c.log_grad_n += 1
+        """One step (loss_scale None: no mixed-precision scale)."""
+        scale = math.nan if loss_scale is None else loss_scale
+        self.update_batch(np.array([[step, loss, grad_norm, scale, bad, skipped]], dtype=np.float64))
 
-    def _event(self, key: tuple[str, float], z: float, index: int) -> bool:
+    def update_batch(self, rows: np.ndarray) -> None:
+        """Steps in order, one row each: step, loss, grad_norm, loss_scale (NaN: none), bad, skipped
+        (the last two 0/1): one numpy array, as the exporter builds it from its pending steps."""
+        if len(rows) == 0:
+            return
+        c, s = self._counts, self.settings
+        step, loss, grad, scale = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+        bad, skipped = rows[:, 4] != 0, rows[:, 5] != 0
+        c.steps += len(rows)
+        c.nonfinite += int(np.count_nonzero(bad | skipped))
+        c.skipped += int(np.count_nonzero(skipped))
+        post = step >= s.warmup_steps
+        self._scale(post, scale, skipped)
+        if post.all():
+            lg, ll = safe_log(grad), safe_log(loss)
+        elif post.any():
+            lg, ll = safe_log(grad[post]), safe_log(loss[post])
+        else:
+            return
+        first = self._post
+        self._post += len(lg)
+        med_g, sc_g = self.grad.push_many(lg)
+        med_l, sc_l = self.loss.push_many(ll)
+        with np.errstate(invalid="ignore", over="ignore"):
+            z_g, z_l = (lg - med_g) / sc_g, (ll - med_l) / sc_l  # NaN propagates: not judged
+            ratio = np.exp(np.minimum(lg - med_g, 700.0))  # NaN exactly where z_g is NaN
+        self.last = (float(z_g[-1]), float(z_l[-1]), float(ratio[-1]))
+        has_g, has_l = ~np.isnan(z_g), ~np.isnan(z_l)
+        c.assessed += int(np.count_nonzero(has_g | has_l))
+        if has_g.any():
+            zg, r = z_g[has_g], ratio[has_g]
+            _observe_all(c.grad_z, self._z_edges, zg)
+            _observe_all(c.ratio, self._ratio_edges, r)
+            c.grad_z_sum += math.fsum(zg.tolist())
+            c.ratio_sum += math.fsum(r.tolist())
+        if has_l.any():
+            zl = z_l[has_l]
+            _observe_all(c.loss_z, self._z_edges, zl)
+            c.loss_z_sum += math.fsum(zl.tolist())
+        starts = {k: self._events(k, z_g if k[0] == "grad_norm" else z_l, first) for k in self._spikes}
+        self._recoveries(ll, med_l, sc_l, starts)
+        for log, name in ((ll, "loss"), (lg, "grad")):
+            fin = log[~np.isnan(log)]
+            total, squares = math.fsum(fin.tolist()), math.fsum((fin * fin).tolist())
+            setattr(c, f"log_{name}_sum", getattr(c, f"log_{name}_sum") + total)
+            setattr(c, f"log_{name}_sq", getattr(c, f"log_{name}_sq") + squares)
+            setattr(c, f"log_{name}_n", getattr(c, f"log_{name}_n") + len(fin))
+
+    def _events(self, key: tuple[str, float], z: np.ndarray, first: int) -> np.ndarray:
+        """Batch offsets where a spike event starts (z crosses above the threshold); counts bursts."""
         sp = self._spikes[key]
-        above = not math.isnan(z) and z > key[1]
-        start = above and not sp.above
-        sp.above = above
-        if start:
+        above = z > key[1]  # NaN: not above
+        starts = np.flatnonzero(above & ~np.concatenate(([sp.above], above[:-1])))
+        sp.above = bool(above[-1])
+        for offset in starts.tolist():  # events are rare: Python per event is fine
+            index = first + offset
             sp.recent.append(index)
             while sp.recent[0] <= index - SPIKE_SPAN:
                 sp.recent.popleft()
             _observe(self._counts.bursts[key], BURST_BUCKETS, float(len(sp.recent)))
-        return start
+        return starts
+
+    def _recoveries(
+        self, ll: np.ndarray, med: np.ndarray, sc: np.ndarray, starts: dict[tuple[str, float], np.ndarray]
+    ) -> None:
+        """Follow each spike's next recovery_steps points, step by step, only while one is followed."""
+        began = {k: set(v.tolist()) for k, v in starts.items()}
+        todo = sorted(set().union(*began.values()))
+        i = 0 if self._tracking else (todo[0] if todo else len(ll))
+        while i < len(ll):
+            started = {k: i in v for k, v in began.items()}
+            self._recovery(float(ll[i]), float(med[i]), float(sc[i]), started)
+            i += 1
+            if not self._tracking:  # jump to the next spike, if any
+                i = next((t for t in todo if t >= i), len(ll))
 
     def _recovery(self, ll: float, med: float, scale: float, started: dict[tuple[str, float], bool]) -> None:
         s, c = self.settings, self._counts
-        if not self._tracking and not any(started.values()):
-            return  # nothing to follow (the common case)
         level = med + s.recovery_mads * scale
         for pair, trackers in self._recovering.items():
             # the trackers of earlier spikes see this point first (a spike's own point is not "after")
@@ -343,23 +290,40 @@ class StepStats:
     def _tracking(self) -> bool:
         return any(self._recovering.values())
 
-    def _scale(self, step: float, loss_scale: float | None, skipped: bool) -> None:
+    def _scale(self, post: np.ndarray, scale: np.ndarray, skipped: np.ndarray) -> None:
+        """Skip runs and the loss scale (mixed precision). Nothing to do in an fp32 run."""
         c, s = self._counts, self.settings
-        post = step >= s.warmup_steps
-        self._skip_run = self._skip_run + 1 if skipped else 0
-        if post and self._skip_run in c.skip_runs:
-            c.skip_runs[self._skip_run] += 1
-        if loss_scale is None or not (math.isfinite(loss_scale) and loss_scale > 0):
+        if not skipped.any() and np.isnan(scale).all() and 0 not in c.skip_runs:
+            self._skip_run = 0
             return
-        if math.isfinite(self._last_scale) and loss_scale < self._last_scale:
-            c.scale_decreases += 1
-        self._last_scale = loss_scale
-        if not post:
+        # the run of consecutive skipped steps ending at each step, carried over from the last batch
+        pos = np.arange(len(skipped))
+        reset = np.maximum.accumulate(np.where(skipped, -1, pos))
+        run = np.where(skipped, pos - reset + np.where(reset < 0, self._skip_run, 0), 0)
+        for limit in c.skip_runs:
+            c.skip_runs[limit] += int(np.count_nonzero(post & (run == limit)))
+        self._skip_run = int(run[-1])
+        valid = np.isfinite(scale) & (scale > 0)
+        given = scale[valid]
+        if len(given) == 0:
             return
-        c.scale_floor_steps += int(loss_scale <= s.min_loss_scale)
-        log_scale = math.log(loss_scale)
-        med, _ = self.scale.push(log_scale)
+        previous = np.concatenate(([self._last_scale], given[:-1]))
+        c.scale_decreases += int(np.count_nonzero(np.isfinite(previous) & (given < previous)))
+        self._last_scale = float(given[-1])
+        judged = scale[valid & post]
+        if len(judged) == 0:
+            return
+        c.scale_floor_steps += int(np.count_nonzero(judged <= s.min_loss_scale))
+        log_scale = np.array([math.log(x) for x in judged.tolist()])
+        med, _ = self.scale.push_many(log_scale)
         drop = med - log_scale
         for factor in c.scale_collapse:
-            if drop > math.log(factor):
-                c.scale_collapse[factor] += 1
+            c.scale_collapse[factor] += int(np.count_nonzero(drop > math.log(factor)))
+
+
+def _observe_all(buckets: list[int], edges: np.ndarray, values: np.ndarray) -> None:
+    """_observe for each value: per-bucket counts (the first bound >= value; last slot: above all)."""
+    slots = np.searchsorted(edges, values, side="left")
+    for slot, n in enumerate(np.bincount(slots, minlength=len(buckets))):
+        if n:
+            buckets[slot] += int(n)

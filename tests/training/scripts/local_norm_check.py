@@ -12,7 +12,10 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
-from lossgate.instrument.hooks.ddp import HOT_NUMEL, LocalGradNorm
+from lossgate.instrument.hooks.ddp import LocalGradNorm
+
+# lower than the default, so that this small model has gradients on both paths of the hook
+HOT_NUMEL = 1 << 16
 
 
 def model() -> torch.nn.Module:
@@ -33,7 +36,7 @@ def case(name: str, rank: int, micro: int, **ddp_kwargs: object) -> dict[str, ob
     replica = copy.deepcopy(net)
     comm = ddp_kwargs.pop("comm", None)
     ddp = DistributedDataParallel(net, **ddp_kwargs)  # type: ignore[arg-type]
-    norm = LocalGradNorm.register(ddp, inner=comm)
+    norm = LocalGradNorm.register(ddp, inner=comm, hot_numel=HOT_NUMEL)
     for step in range(2):  # the second step: bucket views are in place (DDP makes them in the first)
         for m in (ddp, replica):
             for p in m.parameters():
@@ -56,7 +59,7 @@ def case(name: str, rank: int, micro: int, **ddp_kwargs: object) -> dict[str, ob
     ddp_ok = all(torch.allclose(p.grad, g, rtol=1e-2 if comm else 1e-5, atol=1e-4 if comm else 1e-6)
                  for p, g in zip(ddp.module.parameters(), averaged, strict=True))  # fmt: skip
     return {"case": name, "rank": rank, "hook": norm.pop(), "local": float(local),
-            "again": norm.pop(), "ddp_grads_averaged": ddp_ok}  # fmt: skip
+            "again": norm.pop(), "ddp_grads_averaged": ddp_ok, "hooks": len(norm._handles)}  # fmt: skip
 
 
 def main() -> None:
@@ -70,6 +73,7 @@ def main() -> None:
         case("fp16_compress", rank, 1, comm=default_hooks.fp16_compress_hook),
         case("no_sync_accumulation", rank, 3),
         case("no_sync_bucket_view", rank, 3, gradient_as_bucket_view=True),
+        case("find_unused_parameters", rank, 1, find_unused_parameters=True),  # every small hook queues
     ]
     with open(f"{sys.argv[1]}.{rank}", "w") as f:
         for row in out:
