@@ -17,8 +17,8 @@ import numpy as np
 
 from lossgate.core.bounded import NOT_WORSE, REGRESSION
 from lossgate.core.bounded_diff import DiffNull, DiffStart, confidence_bound, diff_path
-from lossgate.core.fold_codec import decode_common, encode_common
 from lossgate.core.judge import used_intervals
+from lossgate.core.sequential_fold import decisions, decode_common, encode_common
 from lossgate.core.verdicts import LossVerdict
 
 
@@ -128,18 +128,9 @@ def advance(fold: CheckFold, intervals: Sequence[CountInterval], config: CheckCo
             float(path.estimate[k]), float(low[k]), float(high[k]),
         )  # fmt: skip
 
-    regression = (path.log_p_regression <= math.log(config.alpha_rollback)) & (
-        path.n_c >= config.min_requests_before_rollback
+    regression_at, not_worse_at = decisions(
+        fold, config, look, path.log_p_regression, path.log_p_not_worse, path.n_c
     )
-    not_worse = (path.log_p_not_worse <= math.log(config.alpha_promote)) & (
-        path.n_c >= config.min_requests_before_promote
-    )
-    regression_at = fold.regression_at
-    if regression_at is None and bool(regression.any()):
-        regression_at = look(int(np.argmax(regression)))
-    not_worse_at = fold.not_worse_at
-    if not_worse_at is None and regression_at is None and bool(not_worse.any()):
-        not_worse_at = look(int(np.argmax(not_worse)))
     known = [float(w) for w in weights if w is not None and math.isfinite(w)]
     return CheckFold(
         looks=fold.looks + len(intervals),

@@ -14,8 +14,8 @@ from dataclasses import astuple, dataclass, field
 import numpy as np
 
 from lossgate.core.bounded import NOT_WORSE, REGRESSION
-from lossgate.core.fold_codec import decode_common, encode_common
 from lossgate.core.judge import used_intervals
+from lossgate.core.sequential_fold import decisions, decode_common, encode_common
 from lossgate.core.token_loss import ARM_FIELDS, TokenNull, TokenStart, confidence_bound, token_path
 from lossgate.core.verdicts import LossVerdict
 
@@ -132,19 +132,9 @@ def advance(fold: TokenFold, intervals: Sequence[TokenInterval], config: TokenCo
             float(path.estimate[k]), float(low[k]), float(high[k]),
         )  # fmt: skip
 
-    n_c = path.arm_c[0]
-    regression = (path.log_p_regression <= math.log(config.alpha_rollback)) & (
-        n_c >= config.min_requests_before_rollback
+    regression_at, not_worse_at = decisions(
+        fold, config, look, path.log_p_regression, path.log_p_not_worse, path.arm_c[0]
     )
-    not_worse = (path.log_p_not_worse <= math.log(config.alpha_promote)) & (
-        n_c >= config.min_requests_before_promote
-    )
-    regression_at = fold.regression_at
-    if regression_at is None and bool(regression.any()):
-        regression_at = look(int(np.argmax(regression)))
-    not_worse_at = fold.not_worse_at
-    if not_worse_at is None and regression_at is None and bool(not_worse.any()):
-        not_worse_at = look(int(np.argmax(not_worse)))
     known = [float(w) for w in weights if w is not None and math.isfinite(w)]
     return TokenFold(
         looks=fold.looks + len(intervals),

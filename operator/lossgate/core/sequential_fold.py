@@ -1,10 +1,12 @@
-"""Status encoding shared by the sequential folds (guardrail checks, token loss): plain lists of floats,
-which JSON keeps bit for bit. The fields every such fold has (looks, dropped, last weight, running
-bounds, the looks that decided) are written here once; each fold adds its own running sums."""
+"""What the sequential folds (guardrail checks, token loss) share: the looks at which a decision was
+first reached, and their status encoding as plain lists of floats, which JSON keeps bit for bit. The
+fields every such fold has (looks, dropped, last weight, running bounds, the looks that decided) are
+handled here once; each fold adds its own running sums."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Protocol, TypeVar
 
@@ -30,6 +32,42 @@ class SequentialFold(Protocol):
     def not_worse_at(self) -> Any: ...
     @property
     def latest(self) -> Any: ...
+
+
+class Thresholds(Protocol):
+    @property
+    def alpha_rollback(self) -> float: ...
+    @property
+    def alpha_promote(self) -> float: ...
+    @property
+    def min_requests_before_rollback(self) -> float: ...
+    @property
+    def min_requests_before_promote(self) -> float: ...
+
+
+def decisions(
+    fold: SequentialFold,
+    config: Thresholds,
+    look: Callable[[int], L],
+    log_p_regression: np.ndarray,
+    log_p_not_worse: np.ndarray,
+    n_canary: np.ndarray,
+) -> tuple[L | None, L | None]:
+    """(regression_at, not_worse_at) after this batch of looks: a decision, once reached, stays, and a
+    regression found first rules out not-worse."""
+    regression = (log_p_regression <= math.log(config.alpha_rollback)) & (
+        n_canary >= config.min_requests_before_rollback
+    )
+    not_worse = (log_p_not_worse <= math.log(config.alpha_promote)) & (
+        n_canary >= config.min_requests_before_promote
+    )
+    regression_at = fold.regression_at
+    if regression_at is None and bool(regression.any()):
+        regression_at = look(int(np.argmax(regression)))
+    not_worse_at = fold.not_worse_at
+    if not_worse_at is None and regression_at is None and bool(not_worse.any()):
+        not_worse_at = look(int(np.argmax(not_worse)))
+    return regression_at, not_worse_at
 
 
 def encode_common(fold: SequentialFold, state: object) -> dict[str, list[float]]:
