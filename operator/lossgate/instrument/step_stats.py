@@ -229,12 +229,14 @@ class StepStats:
             c.loss_z_sum += math.fsum(zl.tolist())
         starts = {k: self._events(k, z_g if k[0] == "grad_norm" else z_l, first) for k in self._spikes}
         self._recoveries(ll, med_l, sc_l, starts)
-        for log, name in ((ll, "loss"), (lg, "grad")):
-            fin = log[~np.isnan(log)]
-            total, squares = math.fsum(fin.tolist()), math.fsum((fin * fin).tolist())
-            setattr(c, f"log_{name}_sum", getattr(c, f"log_{name}_sum") + total)
-            setattr(c, f"log_{name}_sq", getattr(c, f"log_{name}_sq") + squares)
-            setattr(c, f"log_{name}_n", getattr(c, f"log_{name}_n") + len(fin))
+        total, squares, n = _moments(ll)
+        c.log_loss_sum += total
+        c.log_loss_sq += squares
+        c.log_loss_n += n
+        total, squares, n = _moments(lg)
+        c.log_grad_sum += total
+        c.log_grad_sq += squares
+        c.log_grad_n += n
 
     def _events(self, key: tuple[str, float], z: np.ndarray, first: int) -> np.ndarray:
         """Batch offsets where a spike event starts (z crosses above the threshold); counts bursts."""
@@ -319,6 +321,12 @@ class StepStats:
         drop = med - log_scale
         for factor in c.scale_collapse:
             c.scale_collapse[factor] += int(np.count_nonzero(drop > math.log(factor)))
+
+
+def _moments(log: np.ndarray) -> tuple[float, float, int]:
+    """Sum, sum of squares and count of the finite values."""
+    fin = log[~np.isnan(log)]
+    return math.fsum(fin.tolist()), math.fsum((fin * fin).tolist()), len(fin)
 
 
 def _observe_all(buckets: list[int], edges: np.ndarray, values: np.ndarray) -> None:
